@@ -1,0 +1,3 @@
+"""sweeper: adversarial-robustness architecture sweeps on Ray Tune."""
+
+__version__ = "0.1.0"

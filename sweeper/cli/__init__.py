@@ -1,0 +1,70 @@
+"""The `sweeper` command. Each command group lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sweeper.errors import SweeperError, from_validation_error
+
+app = typer.Typer(
+    name="sweeper",
+    help="Adversarial-robustness architecture sweeps on Ray Tune.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Adversarial-robustness architecture sweeps on Ray Tune."""
+
+
+@app.command()
+def version() -> None:
+    """Print the sweeper and torch versions."""
+    import torch
+
+    from sweeper import __version__
+
+    print(f"sweeper {__version__}, torch {torch.__version__}")
+
+
+def _register() -> None:
+    from sweeper.cli import analysis_cmds, model_cmds, perf_cmds, sweep_cmds, trial_cmds
+
+    for module in (model_cmds, trial_cmds, sweep_cmds, analysis_cmds, perf_cmds):
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line on stderr and return exit code 2."""
+    from pydantic import ValidationError
+
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except SweeperError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValidationError as err:
+        print(f"error: {from_validation_error(err)}", file=sys.stderr)
+        return 2
+    except typer.Exit as err:
+        return err.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except typer.TyperException as err:  # usage errors: click's message, exit code 2
+        show = getattr(err, "show", None)
+        if show is None:
+            raise
+        show()
+        return int(getattr(err, "exit_code", 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""TrialConfig: everything one trial needs, fully resolved and validated.
+
+Its canonical JSON (minus the `runtime` section, which says where and how fast to
+run, not what to run) is what `trial_id` hashes and what a row stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sweeper.models.spec import ArchSpec
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    dataset: Literal["cifar10", "cifar100", "digits", "synthetic"] = "cifar10"
+    train_size: int | None = Field(None, ge=1)  # first N training images; None: all
+    test_size: int | None = Field(None, ge=1)  # first N test images for clean/PGD/CW
+    holdout_size: int = Field(512, ge=0)  # training images held out for per-epoch history
+    augment: bool = True  # random crop (4 px padding) + horizontal flip
+    rotate_degrees: float = Field(0.0, ge=0)  # CIFAR-100 protocol uses 20
+    image_size: int = Field(32, ge=4)  # digits / synthetic only; CIFAR is 32
+    synthetic_classes: int = Field(10, ge=2)
+    synthetic_train: int = Field(1000, ge=1)
+    synthetic_test: int = Field(500, ge=1)
+
+
+class TrainConfig(_Section):
+    method: Literal["clean", "pgd", "trades", "mart", "fgsm"] = "trades"
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(2e-4, ge=0)
+    nesterov: bool = False
+    grad_clip: float | None = Field(5.0, gt=0)  # gradient-norm clipping; None: off
+    schedule: Literal["multistep", "cosine", "onecycle", "constant"] = "multistep"
+    milestones: tuple[float, ...] = (0.75, 0.9)  # fractions of the run, lr x gamma at each
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    eps: float = Field(8.0, ge=0)  # L-inf radius in 1/255 pixel units
+    step_size: float = Field(2.0, gt=0)  # attack step in 1/255 pixel units
+    steps: int = Field(10, ge=1)  # attack steps during training
+    beta: float = Field(6.0, ge=0)  # TRADES / MART regulariser weight
+    ema: float | None = Field(None, gt=0, lt=1)  # weight-averaging decay; None: off
+
+
+class EvalConfig(_Section):
+    eps: float = Field(8.0, ge=0)  # 1/255 pixel units
+    pgd_steps: int = Field(20, ge=0)  # 0: skip PGD
+    pgd_step_size: float = Field(0.8, gt=0)  # 1/255 pixel units
+    cw_steps: int = Field(40, ge=0)  # 0: skip CW
+    cw_step_size: float = Field(0.8, gt=0)
+    aa_size: int = Field(1000, ge=0)  # first N test images for AutoAttack; 0: skip
+    aa_version: Literal["standard", "plus", "rand", "custom"] = "standard"
+    aa_attacks: tuple[str, ...] | None = None  # with aa_version=custom
+    batch_size: int = Field(500, ge=1)
+    history_pgd_steps: int = Field(10, ge=0)  # PGD steps of the per-epoch holdout check
+
+
+class RuntimeConfig(_Section):
+    """How and where to run; not part of the trial's identity."""
+
+    device: str = "auto"  # auto: cuda when available
+    data_dir: str | None = None  # default: $SWEEPER_DATA or ./data
+    download: bool = False  # torchvision download, where torchvision imports
+    bf16: bool = True  # autocast for training and attacks on CUDA
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model on CUDA
+    eval_fp32: bool = True
+    deterministic: bool = False
+
+
+class TrialConfig(_Section):
+    sweep: str = "adhoc"
+    seed: int = 0
+    macs_target: float | None = None  # GMACs budget a derived architecture was fitted to
+    arch: ArchSpec = ArchSpec()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _resolve_preset(cls, value: Any) -> Any:
+        if isinstance(value, (str, dict)):
+            from sweeper.models.presets import resolve_arch
+
+            return resolve_arch(value)
+        return value
+
+    def identity(self) -> dict[str, Any]:
+        """The config that defines the experiment (no runtime, no sweep name)."""
+        return self.model_dump(mode="json", exclude={"runtime", "sweep"})
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def trial_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,87 @@
+"""ArchSpec: the validated description of one network of the study.
+
+Per-stage axes (kernel size, activation, norm) accept one value for all three
+stages or exactly three values; they are stored as 3-tuples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NUM_STAGES = 3
+
+
+def _per_stage(value: Any) -> Any:
+    """Broadcast a scalar to the three stages; reject any other count."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return tuple(value) * NUM_STAGES
+        if len(value) != NUM_STAGES:
+            raise ValueError(f"expected 1 or {NUM_STAGES} per-stage values, got {len(value)}")
+        return tuple(value)
+    return (value,) * NUM_STAGES
+
+
+class ArchSpec(BaseModel):
+    """One network: block, block options, per-stage options, depths and widening factors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block: str = "basic"  # a name in BLOCKS: basic, bottleneck, inverted_bottleneck, robust
+    activation_order: Literal["pre", "post"] = "pre"
+    conv_type: Literal["standard", "aggregated", "hierarchical", "both"] = "standard"
+    cardinality: int = Field(1, ge=1)  # groups of aggregated convs
+    base_width: int = Field(64, ge=1)  # channels per group at widening 1 (block-specific meaning)
+    scales: int = Field(1, ge=1)  # Res2Net-style splits of hierarchical convs
+    se: Literal["none", "standard", "residual"] = "none"
+    se_reduction: int = Field(16, ge=1)
+    expansion: int | None = Field(None, ge=1)  # None: the block's own default
+    kernel_size: tuple[int, int, int] = (3, 3, 3)
+    activation: tuple[str, str, str] = ("relu", "relu", "relu")
+    norm: tuple[str, str, str] = ("batchnorm", "batchnorm", "batchnorm")
+    depths: tuple[int, int, int] = (4, 4, 4)  # blocks per stage
+    widths: tuple[float, float, float] = (10.0, 10.0, 10.0)  # widening factors W1..W3
+    stem_channels: int = Field(16, ge=1)
+    num_classes: int = Field(10, ge=2)
+    in_channels: int = Field(3, ge=1)
+    input_mean: tuple[float, ...] | None = None  # in-model normalisation (pixel space outside)
+    input_std: tuple[float, ...] | None = None
+
+    _broadcast = field_validator(
+        "kernel_size", "activation", "norm", "depths", "widths", mode="before"
+    )(classmethod(lambda cls, v: _per_stage(v)))
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd_kernel(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        for k in v:
+            if k < 1 or k % 2 == 0:
+                raise ValueError(f"kernel sizes must be odd and positive, got {k}")
+        return v
+
+    @field_validator("depths")
+    @classmethod
+    def _positive_depth(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < 1 for d in v):
+            raise ValueError(f"every stage needs at least one block, got {list(v)}")
+        return v
+
+    @field_validator("widths")
+    @classmethod
+    def _positive_width(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(w <= 0 for w in v):
+            raise ValueError(f"widening factors must be positive, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_against_registries(self) -> ArchSpec:
+        from sweeper.models import checks  # registries fill on import
+
+        checks.check_spec(self)
+        return self
+
+    def stage_planes(self) -> tuple[int, int, int]:
+        """WRN convention: planes = [16*W1, 32*W2, 64*W3], rounded to whole channels."""
+        return tuple(max(1, round(base * w)) for base, w in zip((16, 32, 64), self.widths))  # type: ignore[return-value]

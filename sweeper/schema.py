@@ -1,0 +1,77 @@
+"""The one result schema: every row of every sweep has exactly these columns.
+
+Fixed Arrow types keep one-file-per-row datasets readable in one
+`pandas.read_parquet(...)` call. Fractions are in [0, 1]; eps is in 1/255 units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+_COLUMNS: list[tuple[str, pa.DataType]] = [
+    # identity
+    ("sweep", pa.string()),
+    ("trial_id", pa.string()),
+    ("status", pa.string()),  # ok | failed
+    ("error", pa.string()),  # null when ok
+    ("seed", pa.int64()),
+    # architecture; per-stage values are "3" when uniform, "3/5/7" when they vary
+    ("block", pa.string()),
+    ("activation_order", pa.string()),
+    ("conv_type", pa.string()),
+    ("se", pa.string()),
+    ("kernel_size", pa.string()),
+    ("activation", pa.string()),
+    ("norm", pa.string()),
+    ("depth1", pa.int64()),
+    ("depth2", pa.int64()),
+    ("depth3", pa.int64()),
+    ("width1", pa.float64()),
+    ("width2", pa.float64()),
+    ("width3", pa.float64()),
+    ("params", pa.int64()),
+    ("macs", pa.int64()),  # multiply-accumulates of one image
+    ("macs_target", pa.float64()),  # GMACs budget, when the arch was derived from one
+    # training
+    ("dataset", pa.string()),
+    ("train_method", pa.string()),
+    ("epochs", pa.int64()),
+    ("eps", pa.float64()),  # 1/255 pixel units
+    # metrics (fractions) and the number of test points each was measured on
+    ("clean_acc", pa.float64()),
+    ("pgd_acc", pa.float64()),
+    ("cw_acc", pa.float64()),
+    ("aa_acc", pa.float64()),
+    ("clean_n", pa.int64()),
+    ("pgd_n", pa.int64()),
+    ("cw_n", pa.int64()),
+    ("aa_n", pa.int64()),
+    # provenance and cost
+    ("started_at", pa.timestamp("us", tz="UTC")),
+    ("ended_at", pa.timestamp("us", tz="UTC")),
+    ("train_seconds", pa.float64()),
+    ("eval_seconds", pa.float64()),
+    ("device", pa.string()),
+    ("sweeper_version", pa.string()),
+    ("torch_version", pa.string()),
+    ("config", pa.string()),  # the full resolved TrialConfig as JSON
+    ("history", pa.string()),  # per-epoch records as a JSON list
+]
+
+SCHEMA = pa.schema(_COLUMNS)
+COLUMNS: list[str] = [name for name, _ in _COLUMNS]
+
+
+def empty_row() -> dict[str, Any]:
+    """A row with every column present and null."""
+    return dict.fromkeys(COLUMNS)
+
+
+def check_row(row: dict[str, Any]) -> None:
+    """Reject a row whose keys differ from the schema (a bug, not user input)."""
+    missing = [c for c in COLUMNS if c not in row]
+    extra = [c for c in row if c not in COLUMNS]
+    if missing or extra:
+        raise KeyError(f"row does not match the result schema: missing {missing}, extra {extra}")
