@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import typer
@@ -32,6 +33,7 @@ def version() -> None:
     print(f"sweeper {__version__}, torch {torch.__version__}")
 
 
+@functools.cache
 def _register() -> None:
     from sweeper.cli import analysis_cmds, model_cmds, perf_cmds, sweep_cmds, trial_cmds
 

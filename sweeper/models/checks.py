@@ -1,13 +1,65 @@
-"""Cross-field checks of an ArchSpec (names in registries, group divisibility)."""
+"""Cross-field checks of an ArchSpec: names in registries, channel divisibility.
+
+Divisibility is checked by building the first two blocks of each stage on the `meta`
+device (no memory, no compute), so the check can never disagree with the builder; the
+blocks raise ValueErrors that name the offending field.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
+from sweeper.models.registry import ACTIVATIONS, BLOCKS, NORMS
+
 if TYPE_CHECKING:
     from sweeper.models.spec import ArchSpec
 
 
+def _names(spec: ArchSpec) -> list[str]:
+    problems = []
+    if spec.block not in BLOCKS:
+        problems.append(f"block: unknown block {spec.block!r}; choose from: {', '.join(BLOCKS)}")
+    for field, registry in (("activation", ACTIVATIONS), ("norm", NORMS)):
+        unknown = sorted({name for name in getattr(spec, field) if name not in registry})
+        if unknown:
+            problems.append(
+                f"{field}: unknown {registry.kind} {', '.join(map(repr, unknown))}; "
+                f"choose from: {', '.join(registry)}"
+            )
+    for field in ("input_mean", "input_std"):
+        values = getattr(spec, field)
+        if values is not None and len(values) != spec.in_channels:
+            problems.append(
+                f"{field}: expected {spec.in_channels} values (one per input channel), "
+                f"got {len(values)}"
+            )
+    if (spec.input_mean is None) != (spec.input_std is None):
+        problems.append("input_mean, input_std: give both or neither")
+    if spec.input_std is not None and any(s <= 0 for s in spec.input_std):
+        problems.append("input_std: every value must be positive")
+    return problems
+
+
+def _channels(spec: ArchSpec) -> list[str]:
+    from sweeper.models.network import block_options, stage_plan
+
+    block = BLOCKS.get(spec.block)
+    with torch.device("meta"):
+        for i, stage in enumerate(stage_plan(spec)):
+            for in_ch, planes, stride in stage[:2]:
+                try:
+                    block(in_ch, planes, stride=stride, **block_options(spec, i))
+                except ValueError as err:
+                    return [f"{err} (stage {i + 1})"]  # the first is enough to act on
+    return []
+
+
 def check_spec(spec: ArchSpec) -> None:
-    """Raise ValueError naming the field for anything that cannot be built."""
-    # Filled in by the model builder: block/activation/norm names, divisibility.
+    """Raise one ValueError listing every problem, each naming its field."""
+    problems = _names(spec)
+    if not problems:
+        problems = _channels(spec)
+    if problems:
+        raise ValueError("; ".join(problems))

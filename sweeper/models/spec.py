@@ -2,6 +2,12 @@
 
 Per-stage axes (kernel size, activation, norm) accept one value for all three
 stages or exactly three values; they are stored as 3-tuples.
+
+Fields a user leaves unset take the chosen block's own defaults (`BLOCKS[block].defaults`,
+e.g. `block: robust` gives scales 8, base_width 10, cardinality 4, residual SE with
+reduction 64, expansion 4), and the stored spec holds those values explicitly. So to
+switch the block of an existing spec, start from the fields the user gave, not from a
+full `model_dump()` of a spec built for another block.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ class ArchSpec(BaseModel):
     block: str = "basic"  # a name in BLOCKS: basic, bottleneck, inverted_bottleneck, robust
     activation_order: Literal["pre", "post"] = "pre"
     conv_type: Literal["standard", "aggregated", "hierarchical", "both"] = "standard"
-    cardinality: int = Field(1, ge=1)  # groups of aggregated convs
-    base_width: int = Field(64, ge=1)  # channels per group at widening 1 (block-specific meaning)
-    scales: int = Field(1, ge=1)  # Res2Net-style splits of hierarchical convs
+    cardinality: int = Field(1, ge=1)  # groups of the kxk convs (conv_type aggregated|both)
+    # Mid width of bottleneck blocks: floor(p * base_width / 64) * cardinality * scales
+    # (bottleneck) or floor(p * base_width / 160) * cardinality * scales (robust); p = planes.
+    base_width: int = Field(64, ge=1)
+    scales: int = Field(1, ge=1)  # Res2Net-style splits (conv_type hierarchical|both)
     se: Literal["none", "standard", "residual"] = "none"
     se_reduction: int = Field(16, ge=1)
-    expansion: int | None = Field(None, ge=1)  # None: the block's own default
+    expansion: int | None = Field(None, ge=1)  # unset / None: the block's own default
     kernel_size: tuple[int, int, int] = (3, 3, 3)
     activation: tuple[str, str, str] = ("relu", "relu", "relu")
     norm: tuple[str, str, str] = ("batchnorm", "batchnorm", "batchnorm")
@@ -48,6 +56,20 @@ class ArchSpec(BaseModel):
     in_channels: int = Field(3, ge=1)
     input_mean: tuple[float, ...] | None = None  # in-model normalisation (pixel space outside)
     input_std: tuple[float, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _block_defaults(cls, data: Any) -> Any:
+        """Fill the fields a user left unset from the block's own defaults (stored explicitly)."""
+        if not isinstance(data, dict):
+            return data
+        from sweeper.models.blocks import BLOCKS  # importing blocks registers them
+
+        name = data.get("block", "basic")
+        if not isinstance(name, str) or name not in BLOCKS:
+            return data  # check_spec reports the unknown name
+        defaults = BLOCKS.get(name).defaults
+        return {**defaults, **{k: v for k, v in data.items() if v is not None or k not in defaults}}
 
     _broadcast = field_validator(
         "kernel_size", "activation", "norm", "depths", "widths", mode="before"
