@@ -1,0 +1,276 @@
+"""L-inf attacks for adversarial training and evaluation, and accuracy under attack.
+
+Units: eps and step sizes here are in [0, 1] pixel units (the caller divides the config's
+1/255 values by 255). Inputs are float images in [0, 1]; every adversarial example returned
+lies in the eps ball around its input and in [0, 1].
+
+Model mode: the attacks use the model as they find it. The protocol generates attacks with the
+model in eval mode (BatchNorm on its running statistics), so the trainer wraps attack generation
+in `eval_mode(model)` and switches back to train mode for the update; `accuracy` and
+`autoattack_accuracy` switch to eval mode themselves.
+
+Gradients: attacks differentiate w.r.t. the input only (torch.autograd.grad), so no parameter
+.grad is touched and a training step's gradients are never polluted. Under a bf16 autocast
+context the logits are cast to float32 before the loss, so the loss whose sign-gradient drives
+the attack is computed in full precision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sweeper.data import to_float
+
+log = logging.getLogger(__name__)
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # pyautoattack's names
+CW_KAPPA = 50.0  # CW margin cap (confidence) used by the TRADES / MART evaluation code
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each one's previous mode on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Into the L-inf ball of radius eps around x, then into [0, 1]."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+
+
+def _uniform_start(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+    noise = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    return _project(x + (2 * noise - 1) * eps, x, eps)
+
+
+def cw_margin(logits: torch.Tensor, y: torch.Tensor, kappa: float = CW_KAPPA) -> torch.Tensor:
+    """Per-sample Carlini-Wagner margin max_{j != y} z_j - z_y, capped at kappa (to maximise)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return (others.amax(dim=1) - true).clamp(max=kappa)
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    loss: Literal["ce", "cw"] = "ce",
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """L-inf PGD (Madry et al.): `steps` signed-gradient ascent steps on cross-entropy or,
+    with loss="cw", on the CW margin (CW-k), each projected back into the eps ball and [0, 1].
+
+    random_start draws the start uniformly in the eps ball (`generator` on x's device).
+    """
+    if loss not in ("ce", "cw"):
+        raise ValueError(f"unknown PGD loss {loss!r}; choose from 'ce', 'cw'")
+    x = to_float(x).detach()
+    x_adv = _uniform_start(x, eps, generator) if random_start else x.clone()
+    for _ in range(steps):
+        with torch.enable_grad():  # works even when the caller is under torch.no_grad()
+            x_adv.requires_grad_(True)
+            logits = model(x_adv).float()  # fp32 loss even under bf16 autocast
+            if loss == "ce":
+                objective = F.cross_entropy(logits, y, reduction="sum")
+            else:
+                objective = cw_margin(logits, y).sum()
+            (grad,) = torch.autograd.grad(objective, x_adv)
+        x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+def fgsm_rs(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """FGSM with a uniform random start (fast AT, Wong et al. 2020; step 1.25 * eps typical):
+    one signed-gradient step of `step_size` on cross-entropy, projected."""
+    return pgd(
+        model, x, y, eps=eps, step_size=step_size, steps=1, random_start=True, generator=generator
+    )
+
+
+def trades_adversary(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The TRADES inner maximisation (Zhang et al. 2019): signed-gradient ascent on
+    KL(p(x) || p(x_adv)) = sum p(x) * (log p(x) - log p(x_adv)), started at x + 0.001 * N(0, 1).
+
+    Labels are not used: the attack pushes the prediction away from the clean one.
+    """
+    x = to_float(x).detach()
+    with torch.no_grad():
+        p_clean = F.softmax(model(x).float(), dim=1)
+    noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    x_adv = _project(x + 0.001 * noise, x, eps)
+    for _ in range(steps):
+        with torch.enable_grad():
+            x_adv.requires_grad_(True)
+            log_p_adv = F.log_softmax(model(x_adv).float(), dim=1)
+            objective = F.kl_div(log_p_adv, p_clean, reduction="sum")
+            (grad,) = torch.autograd.grad(objective, x_adv)
+        x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+def accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    attack: Attack | None = None,
+) -> float:
+    """Fraction of (x, y) classified correctly, in eval mode, batch by batch.
+
+    x is uint8 [0, 255] (converted per batch, so a whole test set never exists as float) or
+    float [0, 1]. `attack(model, xb, yb) -> xb_adv`, when given, perturbs each batch first.
+    """
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("accuracy of an empty set")
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    with eval_mode(model):
+        for start in range(0, n, batch_size):
+            xb, yb = to_float(x[start : start + batch_size]), y[start : start + batch_size]
+            if attack is not None:
+                xb = attack(model, xb, yb)
+            with torch.no_grad():
+                correct += (model(xb).argmax(dim=1) == yb).sum()
+    return correct.item() / n  # one host sync for the whole set
+
+
+class _Float32Logits(nn.Module):
+    """Hands AutoAttack float32 logits whatever the model's (autocast) output dtype."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float()
+
+
+class _OncePerMessage(logging.Filter):
+    """AutoAttack's checks may repeat one warning per batch; show each message once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+def autoattack_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    version: Literal["standard", "plus", "rand", "custom"] = "standard",
+    attacks: list[str] | tuple[str, ...] | None = None,
+    batch_size: int,
+    device: torch.device | str,
+    seed: int = 0,
+) -> float:
+    """Robust accuracy under AutoAttack (Croce & Hein 2020, L-inf) through pyautoattack.
+
+    `attacks` (e.g. ["apgd-ce", "apgd-t"]) only with version="custom". The accuracy is measured
+    here on the returned examples, after checking they lie in the eps ball and [0, 1].
+    pyautoattack reseeds torch's global RNG; the caller's RNG state is restored afterwards.
+    Its progress messages (debug / info) are dropped unless the "auto-attack" logger's level
+    was set explicitly; its warnings (e.g. zero gradients, Square beating the gradient
+    attacks) pass, each message once per call.
+    """
+    from pyautoattack import AutoAttack  # imported here: only evaluation needs it
+
+    if version != "custom" and attacks is not None:
+        raise ValueError(f"attacks={list(attacks)} needs version='custom' (got {version!r})")
+    if version == "custom":
+        unknown = sorted(set(attacks or ()) - set(AA_ATTACKS))
+        if not attacks or unknown:
+            raise ValueError(
+                f"version='custom' needs a list of attacks from {', '.join(AA_ATTACKS)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            )
+    device = torch.device(device)
+    x = to_float(x.to(device))
+    y = y.to(device)
+    wrapped = _Float32Logits(model)
+    aa_log = logging.getLogger("auto-attack")
+    old_level, dedupe = aa_log.level, _OncePerMessage()
+    if old_level == logging.NOTSET:  # a level set on purpose (e.g. DEBUG to watch) is kept
+        aa_log.setLevel(logging.WARNING)
+    aa_log.addFilter(dedupe)
+    cuda = [device] if device.type == "cuda" else []
+    try:
+        with eval_mode(model), torch.random.fork_rng(devices=cuda):
+            adversary = AutoAttack(
+                wrapped,
+                norm="Linf",
+                eps=eps,
+                version=version,
+                attacks=list(attacks) if attacks is not None else None,
+                device=device,
+                seed=seed,
+            )
+            # The targeted attacks default to 9 target classes (CIFAR-10); fewer classes
+            # would index past the logits.
+            with torch.no_grad():
+                num_classes = wrapped(x[:1]).shape[1]
+            targets = min(adversary.apgd_targeted.n_target_classes, num_classes - 1)
+            adversary.apgd_targeted.n_target_classes = targets
+            adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, num_classes - 1)
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    finally:
+        aa_log.setLevel(old_level)
+        aa_log.removeFilter(dedupe)
+
+    x_adv = x_adv.to(device)
+    overshoot = (x_adv - x).abs().amax().item() - eps
+    if overshoot > 1e-5 or x_adv.min().item() < -1e-6 or x_adv.max().item() > 1 + 1e-6:
+        raise RuntimeError(
+            f"AutoAttack returned examples outside the eps ball / [0, 1] "
+            f"(L-inf overshoot {overshoot:.2e})"
+        )
+    x_adv = _project(x_adv, x, eps)  # float rounding only; checked above
+    acc = accuracy(model, x_adv, y, batch_size=batch_size)
+    log.info(
+        "AutoAttack %s on %d points, eps %.5f: robust accuracy %.4f", version, x.shape[0], eps, acc
+    )
+    return acc
