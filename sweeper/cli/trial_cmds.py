@@ -1,9 +1,117 @@
-"""CLI commands (placeholder until the owning module lands)."""
+"""`sweeper trial CONFIG.yaml`: one trial in the foreground, with a progress bar."""
 
 from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import typer
 
 
+def load_trial_config(path: Path, overrides: list[str]) -> Any:
+    """Read a trial YAML, apply --set overrides, validate: ConfigError names file and key."""
+    import yaml
+    from pydantic import ValidationError
+
+    from sweeper.config import TrialConfig
+    from sweeper.errors import ConfigError, from_validation_error
+    from sweeper.overrides import apply_overrides
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read the file ({err.strerror})", file=str(path)) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{problem}{where}", file=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping, got {type(data).__name__}", file=str(path))
+    try:
+        data = apply_overrides(data, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"--set: {err.detail}", file=str(path), key=err.key) from None
+    try:
+        return TrialConfig.model_validate(data)
+    except ValidationError as err:
+        raise from_validation_error(err, file=str(path)) from None
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _fraction(value: float | None, n: int | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}% (n={n})"
+
+
+def trial(
+    config: Path = typer.Argument(..., help="Trial YAML (TrialConfig fields)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a key: --set train.epochs=5 (repeatable; YAML values)."
+    ),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir", help="Checkpoint every epoch here; resume from it."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result row as JSON."),
+) -> None:
+    """Run one trial in the foreground and print its metrics (exit 1 when it failed)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sweeper.trial import run_trial
+
+    cfg = load_trial_config(config, list(set_))
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("epoch {task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=as_json,
+    ) as progress:
+        task = progress.add_task(cfg.trial_id, total=cfg.train.epochs, info="")
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            acc = record.get("holdout_pgd_acc")
+            info = f"loss {record['train_loss']:.3f}"
+            if acc is not None:
+                info += f"  holdout PGD {100 * acc:.1f}%"
+            if record["epoch"] == cfg.train.epochs:
+                info += "  evaluating..."
+            progress.update(task, completed=record["epoch"], info=info)
+
+        row = run_trial(cfg, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch)
+
+    if as_json:
+        print(json.dumps({k: _jsonable(v) for k, v in row.items()}, indent=2))
+    else:
+        out = Console()
+        out.print(f"trial {row['trial_id']}  status [bold]{row['status']}[/]")
+        if row["status"] == "ok":
+            out.print(
+                f"clean {_fraction(row['clean_acc'], row['clean_n'])}  "
+                f"PGD {_fraction(row['pgd_acc'], row['pgd_n'])}  "
+                f"CW {_fraction(row['cw_acc'], row['cw_n'])}  "
+                f"AA {_fraction(row['aa_acc'], row['aa_n'])}"
+            )
+            out.print(
+                f"params {row['params']:,}  MACs {row['macs']:,}  train "
+                f"{row['train_seconds']:.1f}s  eval {row['eval_seconds']:.1f}s  on {row['device']}"
+            )
+    if row["status"] != "ok":
+        print(f"error: {row['error']}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add `sweeper trial` to the app."""
+    app.command("trial")(trial)

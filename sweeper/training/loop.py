@@ -1,0 +1,306 @@
+"""The epoch loop: one trial's training, readable top to bottom.
+
+    for epoch in remaining epochs:
+        for x, y in shuffled, augmented batches:       # on the device, no DataLoader
+            step(x, y)                                 # attack (eval mode) + loss (train mode)
+        read the epoch's loss/accuracy sums once       # the only host sync of the epoch
+        holdout clean / PGD accuracy                   # history
+        checkpoint (atomic), then on_epoch(record)
+
+Speed on CUDA: bf16 autocast for the forward passes of training and attack generation,
+channels_last activations, fused SGD, optional torch.compile, and no `.item()` in the step.
+On CPU every one of these is off and the loop is the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import SGD
+from torch.optim.lr_scheduler import LRScheduler
+
+from sweeper import attacks
+from sweeper.config import RuntimeConfig, TrainConfig, TrialConfig
+from sweeper.errors import ConfigError, TrialFailed
+from sweeper.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sweeper.training.methods import method_loss
+from sweeper.training.schedules import build_scheduler, lr_factor
+
+Step = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class TrainResult:
+    """What `train` hands to the evaluation: the model to evaluate (the EMA copy when
+    train.ema is set), the per-epoch history and the training wall time in seconds."""
+
+    model: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ModelEMA:
+    """Exponential moving average of a model's weights and buffers.
+
+    Written out rather than torch.optim.swa_utils.AveragedModel because AveragedModel's
+    update branches on a tensor (`n_averaged == 0`): a host sync every step. The decay
+    ramps up as min(decay, (1 + t) / (10 + t)) so a short run is not dominated by the
+    random initialisation.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+        self._ema_f = [e for e, s in pairs if e.is_floating_point()]
+        self._src_f = [s for e, s in pairs if e.is_floating_point()]
+        self._other = [(e, s) for e, s in pairs if not e.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        # one fused kernel launch per tensor list instead of one per tensor
+        torch._foreach_lerp_(self._ema_f, self._src_f, 1.0 - d)
+        for e, s in self._other:  # e.g. batch-norm's num_batches_tracked
+            e.copy_(s)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+def autocast(device: torch.device, enabled: bool) -> Any:
+    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU bf16 is slower, not faster)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def prepare_model(model: nn.Module, runtime: RuntimeConfig, device: torch.device) -> nn.Module:
+    """Move `model` to the device (channels_last on CUDA) and return the module to call:
+    `torch.compile(model)` when runtime.compile on CUDA, else `model` itself.
+
+    Compiled, the model is specialised on train/eval mode, so expect one recompile when the
+    attack first flips it to eval; the attack takes gradients w.r.t. the input only, so the
+    parameters' requires_grad never flips (which would recompile too).
+    """
+    model.to(device)
+    if device.type == "cuda" and runtime.channels_last:
+        # NHWC lets cuDNN pick tensor-core convolution kernels without layout transposes
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda" and runtime.compile:
+        return torch.compile(model)  # type: ignore[return-value]
+    return model
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> SGD:
+    """SGD with momentum (optionally Nesterov) and weight decay on every parameter."""
+    # fused: one kernel for the whole update instead of a handful per parameter (CUDA only)
+    fused = True if device.type == "cuda" else None
+    return SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov and cfg.momentum > 0, fused=fused,
+    )  # fmt: skip
+
+
+def make_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    *,
+    scheduler: LRScheduler | None = None,
+    ema: ModelEMA | None = None,
+    generator: torch.Generator | None = None,
+    bf16: bool = True,
+    channels_last: bool = True,
+) -> Step:
+    """The trial's training step, exposed so a benchmark times exactly what a trial runs.
+
+    `step(x, y) -> (loss, correct)`: x float [0, 1] NCHW and y int64 on the model's device;
+    runs the method's attack and loss, backward, gradient clipping, the optimizer and
+    scheduler steps and the EMA update. Returns the batch's mean loss and its number of
+    correct predictions as 0-d device tensors (no host sync: sum them, read once).
+    `model` is what to call (compiled or not); bf16 / channels_last only act on CUDA.
+    """
+    loss_fn = method_loss(cfg, generator)
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
+    amp = bf16 and device.type == "cuda"
+    nhwc = channels_last and device.type == "cuda"
+
+    def step(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if nhwc:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            loss, logits = loss_fn(model, x, y)
+        # zeroed here, after the attack: whatever the attack left in .grad is discarded
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            # foreach: a few kernels for all parameters; returns a tensor, so no sync
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:
+            ema.update()
+        return loss.detach(), (logits.detach().argmax(dim=1) == y).sum()
+
+    return step
+
+
+def holdout_metrics(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    cfg: TrialConfig,
+    *,
+    generator: torch.Generator,
+    bf16: bool,
+) -> tuple[float | None, float | None]:
+    """Clean and PGD accuracy on the holdout split for the history (None when empty).
+
+    PGD-k here uses step 2.5 * eps / k (Madry et al.'s rule, 2/255 for k=10 at 8/255):
+    a cheap monitor, not the final evaluation.
+    """
+    if x.shape[0] == 0:
+        return None, None
+    bs, k, eps = cfg.eval.batch_size, cfg.eval.history_pgd_steps, cfg.eval.eps / 255
+    with autocast(x.device, bf16):  # x stays uint8: accuracy() converts batch by batch
+        clean = attacks.accuracy(model, x, y, batch_size=bs)
+        if k == 0:
+            return clean, None
+        attack = functools.partial(
+            attacks.pgd, eps=eps, step_size=2.5 * eps / k, steps=k, generator=generator
+        )
+        robust = attacks.accuracy(model, x, y, batch_size=bs, attack=attack)
+    return clean, robust
+
+
+def train(
+    model: nn.Module,
+    dataset: Any,
+    cfg: TrialConfig,
+    *,
+    device: torch.device | str,
+    checkpoint_dir: str | Path | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train `model` on `dataset` (sweeper.data.Dataset) by cfg.train, resuming from
+    `checkpoint_dir/last.pt` when present; checkpoint and call `on_epoch(record)` after
+    every epoch. Raises TrialFailed when the loss stops being finite."""
+    from sweeper.data import train_batches
+
+    device = torch.device(device)
+    tc, rt = cfg.train, cfg.runtime
+    n_train = dataset.train_x.shape[0]
+    steps_per_epoch = n_train // tc.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"batch_size {tc.batch_size} is larger than the {n_train} training images",
+            key="train.batch_size",
+        )
+    net = prepare_model(model, rt, device)
+    optimizer = build_optimizer(model, tc, device)
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
+    ema = ModelEMA(model, tc.ema) if tc.ema is not None else None
+    # Dedicated generators on the data's device: data order + augmentation, attack starts.
+    data_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    gens = {"data": data_gen, "attack": attack_gen}
+    step = make_step(
+        net, optimizer, tc, scheduler=scheduler, ema=ema, generator=attack_gen,
+        bf16=rt.bf16, channels_last=rt.channels_last,
+    )  # fmt: skip
+    lr_at = lr_factor(tc, steps_per_epoch)
+    eval_model = ema.module if ema is not None else model
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    ckpt = load_checkpoint(checkpoint_dir)
+    if ckpt is not None:
+        if ckpt.get("trial_id") != cfg.trial_id:
+            raise ConfigError(
+                f"{Path(checkpoint_dir or '.') / 'last.pt'} belongs to trial "
+                f"{ckpt.get('trial_id')}, not {cfg.trial_id}; use another checkpoint directory"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        set_rng_state(gens, ckpt["rng"])
+        history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
+
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        batches = train_batches(
+            dataset.train_x, dataset.train_y, tc.batch_size, augment=cfg.data.augment,
+            rotate_degrees=cfg.data.rotate_degrees, generator=data_gen,
+        )  # fmt: skip
+        for x, y in batches:
+            loss, n_correct = step(x, y)
+            loss_sum += loss
+            correct += n_correct
+        loss_total, n_right = loss_sum.item(), correct.item()  # the epoch's one host sync
+        if not math.isfinite(loss_total):
+            raise TrialFailed(f"diverged: non-finite loss at epoch {epoch + 1}")
+        seconds = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        eval_model.eval()
+        holdout_gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
+        clean, robust = holdout_metrics(
+            eval_model, dataset.holdout_x, dataset.holdout_y, cfg,
+            generator=holdout_gen, bf16=rt.bf16,
+        )  # fmt: skip
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_total / steps_per_epoch,
+            "train_acc": n_right / (steps_per_epoch * tc.batch_size),
+            "lr": tc.lr * lr_at((epoch + 1) * steps_per_epoch - 1),  # of the epoch's last step
+            "holdout_clean_acc": clean,
+            "holdout_pgd_acc": robust,
+            "seconds": seconds,
+            "holdout_seconds": time.perf_counter() - t1,
+        }
+        history.append(record)
+        if checkpoint_dir is not None:
+            save_checkpoint(
+                checkpoint_dir,
+                {
+                    "trial_id": cfg.trial_id,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "rng": rng_state(gens),
+                    "history": history,
+                },
+            )
+        if on_epoch is not None:
+            on_epoch(dict(record))
+
+    model.eval()
+    eval_model.eval()
+    seconds = sum(r["seconds"] + r["holdout_seconds"] for r in history)
+    return TrainResult(model=eval_model, history=history, seconds=seconds)

@@ -1,0 +1,301 @@
+"""One trial: TrialConfig -> trained, evaluated network -> one result row.
+
+This is the function Ray Tune calls (through a thin wrapper elsewhere); it imports no Ray
+and knows nothing about YAML or Parquet. The row has exactly the columns of
+`sweeper.schema`, whether the trial succeeded or not.
+
+Decisions worth knowing:
+- Classes and channels: the dataset is the authority. A config whose arch.num_classes or
+  arch.in_channels disagrees with the data fails (ConfigError naming the key) rather than
+  being silently corrected, so the stored config always describes the network trained.
+- An invalid config *dict* with catch=True still gives a failed row: its trial_id is the
+  same hash as TrialConfig.trial_id but over the raw dict (minus runtime and sweep), so the
+  same bad dict always maps to the same id. A dict that is not even JSON-serialisable has
+  no id: ConfigError is raised. With catch=False every ConfigError is raised.
+- AutoAttack runs on the first eval.aa_size points of the test split as loaded, i.e. after
+  data.test_size; aa_n says how many it got.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import random
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+import sweeper
+from sweeper.config import TrialConfig
+from sweeper.errors import ConfigError, TrialFailed, from_validation_error
+from sweeper.models.spec import ArchSpec
+from sweeper.schema import check_row, empty_row
+
+MAX_ERROR_CHARS = 1000
+
+
+def run_trial(
+    config: TrialConfig | dict[str, Any],
+    *,
+    checkpoint_dir: str | Path | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    catch: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate one configuration; return its result row.
+
+    With `checkpoint_dir`, training checkpoints every epoch and resumes from the last
+    checkpoint there. `on_epoch(record)` runs after each epoch's checkpoint. With
+    catch=True any exception becomes a `failed` row whose `error` is one line
+    ("TypeName: message"); TrialFailed (divergence) gives a failed row even with
+    catch=False. Everything else is re-raised when catch=False.
+    """
+    row = empty_row()
+    row.update(
+        status="failed",
+        started_at=_now(),
+        sweeper_version=sweeper.__version__,
+        torch_version=torch.__version__,
+    )
+    try:
+        cfg = validate_config(config)
+    except ConfigError as err:
+        if not catch or not isinstance(config, dict):
+            raise
+        row.update(_raw_identity(config), error=one_line(err), history="[]", ended_at=_now())
+        check_row(row)
+        return row
+
+    row.update(config_columns(cfg))
+    history: list[dict[str, Any]] = []  # epochs finished in this call, for a failed row
+
+    def record_epoch(record: dict[str, Any]) -> None:
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    try:
+        _execute(cfg, row, checkpoint_dir=checkpoint_dir, on_epoch=record_epoch)
+        row.update(status="ok", error=None)
+    except TrialFailed as err:
+        row["error"] = one_line(err)
+    except Exception as err:
+        if not catch:
+            raise
+        row["error"] = one_line(err)
+    if row["status"] == "failed" and row["history"] is None:
+        row["history"] = json.dumps(history)
+    row["ended_at"] = _now()
+    check_row(row)
+    return row
+
+
+def validate_config(config: TrialConfig | dict[str, Any]) -> TrialConfig:
+    """A TrialConfig from a TrialConfig or a dict; every invalid key in one ConfigError."""
+    if isinstance(config, TrialConfig):
+        return config
+    if not isinstance(config, dict):
+        raise ConfigError(f"a trial config must be a mapping, got {type(config).__name__}")
+    try:
+        return TrialConfig.model_validate(config)
+    except ValidationError as err:
+        raise from_validation_error(err) from None
+
+
+def _execute(
+    cfg: TrialConfig,
+    row: dict[str, Any],
+    *,
+    checkpoint_dir: str | Path | None,
+    on_epoch: Callable[[dict[str, Any]], None],
+) -> None:
+    """Seed, load, build, train, evaluate: filling `row` as facts become known."""
+    from sweeper import models
+    from sweeper.data import load_dataset
+    from sweeper.training import train
+
+    rt = cfg.runtime
+    device = pick_device(rt.device)
+    row["device"] = device_name(device)
+    seed_everything(cfg.seed, deterministic=rt.deterministic)
+
+    data = load_dataset(
+        cfg.data, data_dir=rt.data_dir, device=device, seed=cfg.seed, download=rt.download
+    )
+    channels, image_size = data.train_x.shape[1], data.train_x.shape[2]
+    if data.num_classes != cfg.arch.num_classes:
+        raise ConfigError(
+            f"{cfg.data.dataset} has {data.num_classes} classes but the network has "
+            f"{cfg.arch.num_classes}; set arch.num_classes: {data.num_classes}",
+            key="arch.num_classes",
+        )
+    if channels != cfg.arch.in_channels:
+        raise ConfigError(
+            f"{cfg.data.dataset} images have {channels} channels but the network takes "
+            f"{cfg.arch.in_channels}; set arch.in_channels: {channels}",
+            key="arch.in_channels",
+        )
+
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
+    model = models.build(cfg.arch)
+    row["params"] = int(models.count_params(model))
+    row["macs"] = int(models.count_macs(cfg.arch, image_size=image_size))
+
+    result = train(model, data, cfg, device=device, checkpoint_dir=checkpoint_dir,
+                   on_epoch=on_epoch)  # fmt: skip
+    row["train_seconds"] = result.seconds
+    row["history"] = json.dumps(result.history)
+
+    t0 = _now()
+    row.update(evaluate(result.model, data, cfg, device=device))
+    row["eval_seconds"] = (_now() - t0).total_seconds()
+
+
+def evaluate(
+    model: torch.nn.Module, data: Any, cfg: TrialConfig, *, device: torch.device
+) -> dict[str, Any]:
+    """Clean, PGD-k and CW-k accuracy on the test split, AutoAttack on its first aa_size
+    points: the metric columns of a row. fp32 unless runtime.eval_fp32 is false."""
+    from sweeper import attacks
+    from sweeper.training import autocast
+
+    ev = cfg.eval
+    x, y = data.test_x, data.test_y
+    n = int(x.shape[0])
+    eps = ev.eps / 255
+    out: dict[str, Any] = {}
+    model.eval()
+    with autocast(device, cfg.runtime.bf16 and not cfg.runtime.eval_fp32):
+        out["clean_acc"] = attacks.accuracy(model, x, y, batch_size=ev.batch_size)
+        out["clean_n"] = n
+        for name, steps, step_size, loss in (
+            ("pgd", ev.pgd_steps, ev.pgd_step_size, "ce"),
+            ("cw", ev.cw_steps, ev.cw_step_size, "cw"),
+        ):
+            if steps == 0:
+                continue
+            attack = functools.partial(
+                attacks.pgd, eps=eps, step_size=step_size / 255, steps=steps, loss=loss,
+                random_start=True, generator=torch.Generator(device=device).manual_seed(cfg.seed),
+            )  # fmt: skip
+            out[f"{name}_acc"] = attacks.accuracy(
+                model, x, y, batch_size=ev.batch_size, attack=attack
+            )
+            out[f"{name}_n"] = n
+        n_aa = min(ev.aa_size, n)
+        if n_aa > 0:
+            out["aa_acc"] = attacks.autoattack_accuracy(
+                model, x[:n_aa], y[:n_aa], eps=eps, version=ev.aa_version,
+                attacks=ev.aa_attacks, batch_size=ev.batch_size, device=device, seed=cfg.seed,
+            )  # fmt: skip
+            out["aa_n"] = n_aa
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Row pieces
+
+
+def config_columns(cfg: TrialConfig) -> dict[str, Any]:
+    """Every column that follows from the config alone (identity, architecture, training)."""
+    return {
+        "sweep": cfg.sweep,
+        "trial_id": cfg.trial_id,
+        "seed": cfg.seed,
+        **arch_columns(cfg.arch),
+        "macs_target": cfg.macs_target,
+        "dataset": cfg.data.dataset,
+        "train_method": cfg.train.method,
+        "epochs": cfg.train.epochs,
+        "eps": cfg.train.eps,
+        "config": cfg.canonical_json(),
+    }
+
+
+def arch_columns(arch: ArchSpec) -> dict[str, Any]:
+    """Architecture columns; per-stage values as "3" when uniform, "3/5/7" when not."""
+    return {
+        "block": arch.block,
+        "activation_order": arch.activation_order,
+        "conv_type": arch.conv_type,
+        "se": arch.se,
+        "kernel_size": per_stage(arch.kernel_size),
+        "activation": per_stage(arch.activation),
+        "norm": per_stage(arch.norm),
+        **{f"depth{i + 1}": int(d) for i, d in enumerate(arch.depths)},
+        **{f"width{i + 1}": float(w) for i, w in enumerate(arch.widths)},
+    }
+
+
+def per_stage(values: tuple[Any, ...]) -> str:
+    """("3", "3", "3") -> "3"; (3, 5, 7) -> "3/5/7"."""
+    text = [str(v) for v in values]
+    return text[0] if len(set(text)) == 1 else "/".join(text)
+
+
+def _raw_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """Identity columns of a dict that failed validation (see the module docstring)."""
+    ident = {k: v for k, v in config.items() if k not in ("runtime", "sweep")}
+    try:
+        blob = json.dumps(ident, sort_keys=True, separators=(",", ":"))
+        full = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid trial config that has no trial_id ({err})") from err
+    sweep, seed = config.get("sweep", "adhoc"), config.get("seed", 0)
+    return {
+        "sweep": sweep if isinstance(sweep, str) else str(sweep),
+        "trial_id": hashlib.sha256(blob.encode()).hexdigest()[:16],
+        "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        "config": full,
+    }
+
+
+def one_line(err: BaseException) -> str:
+    """'TypeName: message' on one line (whitespace collapsed, capped in length)."""
+    text = re.sub(r"\s+", " ", f"{type(err).__name__}: {err}").strip()
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+# ----------------------------------------------------------------------------------------------
+# Environment
+
+
+def pick_device(name: str) -> torch.device:
+    """ "auto" -> cuda when available, else cpu; anything else as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"unknown device {name!r} ({err})", key="runtime.device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("cuda requested but not available here", key="runtime.device")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def seed_everything(seed: int, *, deterministic: bool) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) and set cuDNN's determinism.
+
+    Deterministic mode trades speed for bit-reproducibility on CUDA (CPU runs are
+    deterministic either way); otherwise cuDNN benchmarks and picks the fastest kernels.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
