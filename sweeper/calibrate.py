@@ -1,0 +1,480 @@
+"""How fast the attack-and-train step runs on this device, and GPU-hours estimated from it.
+
+`sweeper calibrate` times sweeper's own TRADES-10 training step and PGD-20 evaluation for a few
+model sizes and stores the images/s in a JSON file per device. `estimate_gpu_hours` turns a
+list of trials into hours with it, so `sweeper run --dry-run` can say what a sweep costs.
+
+Cost model (one unit F = one forward pass of one image = 2 * MACs FLOPs):
+- a training forward+backward costs 3F (backward ~ 2x forward: activation and weight grads);
+- an attack step costs 2F: forward + backward for the input gradient only (autograd is asked
+  for d loss / d x alone, so no weight gradients; the backward still runs through every
+  activation, which costs about one forward);
+- TRADES-k: 1F eval-mode clean forward (the KL target) + k * 2F + clean and adversarial
+  forward+backward in train mode 2 * 3F = (2k + 7) F; PGD-k training: (2k + 3) F;
+- PGD-k evaluation: k * 2F + 1F final forward = (2k + 1) F.
+A calibration stores the measured rate in F-units per second as a function of MACs (a
+log-log line through the measured models), so any method and step count can be estimated.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sweeper.config import RuntimeConfig, TrainConfig, TrialConfig
+from sweeper.errors import SweeperError
+from sweeper.models.spec import ArchSpec
+
+CALIBRATION_ENV = "SWEEPER_CALIBRATION"
+FORMAT_VERSION = 1
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets; the first
+# name fragment found in torch.cuda.get_device_name() wins, so more specific names come first.
+BF16_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM / HBM3
+    ("A100", 312.0),
+)
+
+# Models a calibration measures: (name, arch preset or field dict). Full mode spans the study's
+# range of MACs (a small ablation net to WRN-28-10); quick mode uses tiny nets so tests run on CPU.
+CALIBRATION_MODELS: dict[str, str | dict[str, Any]] = {
+    "wrn-16-4": {"depths": (2, 2, 2), "widths": (4, 4, 4)},
+    "wrn-28-4": {"depths": (4, 4, 4), "widths": (4, 4, 4)},
+    "wrn-28-10": "wrn-28-10",
+    "robustresnet-a1": "robustresnet-a1",
+}
+QUICK_MODELS: dict[str, str | dict[str, Any]] = {
+    "tiny-w1": {"depths": (1, 1, 1), "widths": (1, 1, 1)},
+    "tiny-w2": {"depths": (1, 1, 1), "widths": (2, 2, 2)},
+}
+
+# Approximate cost of AutoAttack per test image in F units: APGD-CE 100 iterations on every
+# point, then the targeted attacks (9 targets x 100 iterations) and Square (5000 queries) on the
+# ~50% of points still robust. A rough figure: AutoAttack stops early per point.
+AA_UNITS = {"standard": 5000.0, "plus": 15000.0, "rand": 4000.0, "custom": 3000.0}
+DATASET_SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "digits": (1437, 360)}
+
+
+# ---------------------------------------------------------------------------------------------
+# devices, FLOPs, memory
+
+
+def train_units(method: str, steps: int) -> float:
+    """Cost of one training image in forward-pass units F (see the module docstring)."""
+    table = {
+        "clean": 3.0,
+        "fgsm": 2.0 + 3.0,  # one attack step + training forward+backward
+        "pgd": 2.0 * steps + 3.0,
+        "trades": 1.0 + 2.0 * steps + 6.0,
+        "mart": 2.0 * steps + 6.0,  # clean and adversarial forward+backward
+    }
+    if method not in table:
+        raise ValueError(f"unknown training method {method!r}; choose from: {', '.join(table)}")
+    return table[method]
+
+
+def eval_units(steps: int) -> float:
+    """Cost of one PGD-`steps` evaluated image in F units (attack + final forward)."""
+    return 2.0 * steps + 1.0
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def device_name(device: torch.device) -> str:
+    """Human name of the device: the GPU's marketing name, or the CPU and its core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine() or "cpu"
+    return f"CPU {cpu} ({os.cpu_count()} cores)"
+
+
+def peak_bf16_tflops(name: str) -> float | None:
+    """Dense bf16 peak of a known GPU; None for CPUs and unknown devices (then MFU is null)."""
+    if name.startswith("CPU"):
+        return None
+    for fragment, peak in BF16_PEAK_TFLOPS:
+        if fragment.lower() in name.lower():
+            return peak
+    return None
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    """CUDA: max allocated since the last reset. CPU: the process's max RSS (Linux KiB)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    if sys.platform.startswith("linux"):
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return None
+
+
+@dataclass
+class Timing:
+    """One timed loop: images processed after warm-up, their seconds, and peak memory."""
+
+    images: int
+    seconds: float
+    peak_mem_bytes: int | None
+    start: float = 0.0  # time.perf_counter() at the start (system-wide monotonic on Linux)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def time_steps(
+    step: Callable[[], Any],
+    *,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    ready: Callable[[], Any] | None = None,
+) -> Timing:
+    """Run `warmup` untimed steps, then time `steps` with the device synchronised around them.
+
+    `ready` is called between the two (the packing benchmark waits at a barrier there).
+    """
+    for _ in range(warmup):
+        step()
+    sync(device)
+    reset_peak_memory(device)
+    if ready is not None:
+        ready()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    seconds = time.perf_counter() - start
+    return Timing(batch_size * steps, seconds, peak_memory_bytes(device), start)
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeper's own loop: data on the device as uint8, batched augmentation, sweeper.training's step
+
+
+def random_uint8_images(n: int, *, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """Random uint8 CIFAR-shaped images: throughput does not depend on the pixels."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g).to(device)
+
+
+def sweeper_timing(
+    spec: ArchSpec,
+    method: str,
+    runtime: RuntimeConfig,
+    *,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    ready: Callable[[], Any] | None = None,
+) -> Timing:
+    """Images/s of what a trial runs: `method` "trades" / "pgd" / ... is sweeper.training's
+    10-step training step fed by sweeper.data.train_batches from uint8 data on the device;
+    "pgd20-eval" is sweeper.attacks.pgd (20 steps of 0.8/255 in 8/255) plus the final forward,
+    in fp32 unless runtime.eval_fp32 is off."""
+    from sweeper.attacks import pgd
+    from sweeper.data import train_batches
+    from sweeper.models import build
+    from sweeper.training import (
+        autocast,
+        build_optimizer,
+        build_scheduler,
+        make_step,
+        prepare_model,
+    )
+
+    torch.manual_seed(0)
+    module = build(spec)
+    model = prepare_model(module, runtime, device)  # channels_last / torch.compile on CUDA
+    n = batch_size * (steps + warmup)
+    x = random_uint8_images(n, device=device)
+    y = torch.randint(0, spec.num_classes, (n,), device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    batches = train_batches(x, y, batch_size, augment=method != "pgd20-eval", generator=generator)
+    outputs: list[torch.Tensor] = []  # kept on the device: no per-step synchronisation
+    if method == "pgd20-eval":
+        module.eval()
+        bf16 = runtime.bf16 and not runtime.eval_fp32
+
+        def step() -> None:
+            xb, yb = next(batches)
+            with autocast(device, bf16):
+                x_adv = pgd(model, xb, yb, eps=8 / 255, step_size=0.8 / 255, steps=20)
+                with torch.no_grad():
+                    outputs.append((model(x_adv).argmax(1) == yb).sum())
+
+    else:
+        train = TrainConfig(method=method, steps=10, batch_size=batch_size)
+        optimizer = build_optimizer(module, train, device)
+        step_fn = make_step(
+            model,
+            optimizer,
+            train,
+            scheduler=build_scheduler(optimizer, train, n // batch_size),
+            generator=generator,
+            bf16=runtime.bf16,
+            channels_last=runtime.channels_last,
+        )
+
+        def step() -> None:
+            outputs.append(step_fn(*next(batches))[0])
+
+    timing = time_steps(
+        step, batch_size=batch_size, steps=steps, warmup=warmup, device=device, ready=ready
+    )
+    if not all(math.isfinite(float(v)) for v in outputs):
+        raise SweeperError(f"non-finite loss while timing {method} on {device}")
+    return timing
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration file
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "device"
+
+
+def default_path(name: str | None = None) -> Path:
+    """$SWEEPER_CALIBRATION, else ~/.cache/sweeper/calibration-<device>.json for `name`
+    (default: the present device)."""
+    if os.environ.get(CALIBRATION_ENV):
+        return Path(os.environ[CALIBRATION_ENV]).expanduser()
+    name = name or device_name(resolve_device("auto"))
+    return Path.home() / ".cache" / "sweeper" / f"calibration-{_slug(name)}.json"
+
+
+def calibrate(
+    device: str | torch.device = "auto",
+    *,
+    quick: bool = False,
+    models: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    runtime: RuntimeConfig | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure TRADES-10 training and PGD-20 evaluation images/s for a few model sizes."""
+    from sweeper.models.presets import resolve_arch
+
+    dev = resolve_device(device)
+    runtime = runtime or RuntimeConfig()
+    table = QUICK_MODELS if quick else CALIBRATION_MODELS
+    names = list(models) if models else list(table)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise SweeperError(
+            f"unknown calibration model(s) {', '.join(unknown)}; choose from: {', '.join(table)}"
+        )
+    batch_size = batch_size or (4 if quick else 128)
+    steps = steps or (2 if quick else 10)
+    warmup = 1 if quick else 3
+    points = []
+    threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    if quick and dev.type == "cpu":
+        torch.set_num_threads(1)  # CI machines are shared; tiny nets gain nothing from more
+    torch.backends.cudnn.benchmark = True  # as a trial runs (sweeper.trial.seed_everything)
+    try:
+        for name in names:
+            points.append(
+                _measure(
+                    name, resolve_arch(table[name]), runtime, dev, batch_size, steps, warmup, log
+                )
+            )
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = benchmark
+    return {
+        "format": FORMAT_VERSION,
+        "device": device_name(dev),
+        "device_type": dev.type,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "quick": quick,
+        "runtime": runtime.model_dump(mode="json"),
+        "steps": steps,
+        "points": points,
+    }
+
+
+def _measure(
+    name: str,
+    spec: ArchSpec,
+    runtime: RuntimeConfig,
+    dev: torch.device,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """One calibration point: TRADES-10 training and PGD-20 evaluation of one model."""
+    from sweeper.models import count_macs
+
+    macs = int(count_macs(spec))
+    kw = {"batch_size": batch_size, "steps": steps, "warmup": warmup, "device": dev}
+    tr = sweeper_timing(spec, "trades", runtime, **kw)
+    ev = sweeper_timing(spec, "pgd20-eval", runtime, **kw)
+    if log:
+        log(
+            f"{name}: {macs / 1e9:.3f} GMACs, TRADES-10 {tr.images_per_s:.1f} img/s, "
+            f"PGD-20 {ev.images_per_s:.1f} img/s"
+        )
+    return {
+        "model": name,
+        "macs": macs,
+        "batch_size": batch_size,
+        "trades10_images_per_s": tr.images_per_s,
+        "pgd20_images_per_s": ev.images_per_s,
+        "train_units_per_s": tr.images_per_s * train_units("trades", 10),
+        "eval_units_per_s": ev.images_per_s * eval_units(20),
+        "peak_mem_bytes": tr.peak_mem_bytes,
+    }
+
+
+def save_calibration(calibration: dict[str, Any], path: str | Path | None = None) -> Path:
+    """Write atomically (temp name + rename), so a reader never sees half a file."""
+    path = Path(path).expanduser() if path else default_path(calibration["device"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(calibration, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_calibration(path: str | Path | None = None) -> dict[str, Any] | None:
+    """The calibration at `path` ($SWEEPER_CALIBRATION / this device's default); None if absent."""
+    path = Path(path).expanduser() if path else default_path()
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SweeperError(
+            f"unreadable calibration {path}: {err}; run `sweeper calibrate`"
+        ) from err
+    if not isinstance(data, dict) or not data.get("points"):
+        raise SweeperError(f"calibration {path} has no measured points; run `sweeper calibrate`")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# estimates
+
+
+def fit_rate(points: Iterable[dict[str, Any]], key: str) -> tuple[float, float]:
+    """Least-squares line log(rate) = a + b log(MACs); one point (or equal MACs) gives b = -1,
+    i.e. a constant FLOP rate. Returns (a, b)."""
+    xs, ys = [], []
+    for p in points:
+        if p.get(key) and p[key] > 0 and p["macs"] > 0:
+            xs.append(math.log(p["macs"]))
+            ys.append(math.log(p[key]))
+    if not xs:
+        raise SweeperError(f"calibration has no positive {key!r}; run `sweeper calibrate` again")
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if len(xs) < 2 or sxx < 1e-12:
+        return my + mx, -1.0
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return my - b * mx, b
+
+
+def _rate(fit: tuple[float, float], macs: float) -> float:
+    a, b = fit
+    return math.exp(a + b * math.log(max(macs, 1.0)))
+
+
+def trial_seconds(
+    config: TrialConfig, calibration: dict[str, Any], *, macs: int | None = None
+) -> dict[str, float]:
+    """Estimated seconds of one trial: training (with per-epoch holdout checks) and evaluation."""
+    if macs is None:
+        macs = _macs(config.arch)
+    train_fit = fit_rate(calibration["points"], "train_units_per_s")
+    eval_fit = fit_rate(calibration["points"], "eval_units_per_s")
+    train_rate, eval_rate = _rate(train_fit, macs), _rate(eval_fit, macs)
+    n_train, n_test = _split_sizes(config)
+    t, e = config.train, config.eval
+    batches = n_train // t.batch_size  # the last partial batch is dropped
+    train_s = batches * t.batch_size * t.epochs * train_units(t.method, t.steps) / train_rate
+    # the per-epoch holdout check runs under the training precision (bf16 on CUDA)
+    hist_units = 1.0 + (eval_units(e.history_pgd_steps) if e.history_pgd_steps else 0.0)
+    history_s = config.data.holdout_size * t.epochs * hist_units / train_rate
+    eval_img_units = 1.0  # clean accuracy
+    if e.pgd_steps:
+        eval_img_units += eval_units(e.pgd_steps)
+    if e.cw_steps:
+        eval_img_units += eval_units(e.cw_steps)
+    aa = min(e.aa_size, n_test) * AA_UNITS[e.aa_version] if e.aa_size else 0.0
+    eval_s = (n_test * eval_img_units + aa) / eval_rate
+    return {"train_s": train_s + history_s, "eval_s": eval_s}
+
+
+def estimate_gpu_hours(
+    configs: Sequence[TrialConfig], calibration: dict[str, Any] | str | Path | None = None
+) -> float | None:
+    """Estimated device-hours of running every trial once on the calibrated device.
+
+    `calibration`: a loaded calibration, a path, or None for $SWEEPER_CALIBRATION / the present
+    device's default file. None when there is no calibration. An estimate: rates come from a
+    MACs fit, so block types far from the calibrated ones (grouped convs, GroupNorm) are off.
+    """
+    if not isinstance(calibration, dict):
+        calibration = load_calibration(calibration)
+    if calibration is None:
+        return None
+    total = 0.0
+    for config in configs:
+        parts = trial_seconds(config, calibration)
+        total += parts["train_s"] + parts["eval_s"]
+    return total / 3600.0
+
+
+def _macs(spec: ArchSpec) -> int:
+    from sweeper.models import count_macs  # cached per spec, on the meta device
+
+    return int(count_macs(spec))
+
+
+def _split_sizes(config: TrialConfig) -> tuple[int, int]:
+    """Training and test images a trial uses, following sweeper.data.load_dataset's carving."""
+    d = config.data
+    if d.dataset == "synthetic":
+        full_train, full_test = d.synthetic_train, d.synthetic_test
+    else:
+        full_train, full_test = DATASET_SIZES[d.dataset]
+    available = max(full_train - d.holdout_size, 0)
+    n_train = min(d.train_size, available) if d.train_size else available
+    n_test = min(d.test_size, full_test) if d.test_size else full_test
+    return n_train, n_test

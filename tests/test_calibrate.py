@@ -1,0 +1,123 @@
+"""Calibration: measured on CPU in quick mode, stored, reloaded, and turned into GPU-hours."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sweeper import calibrate as cal
+from sweeper.cli import main
+from sweeper.config import TrialConfig
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real quick calibration through the CLI (the slow part, shared by the tests)."""
+    path = tmp_path_factory.mktemp("cal") / "calibration.json"
+    assert (
+        main(["calibrate", "--quick", "--device", "cpu", "--steps", "1", "--out", str(path)]) == 0
+    )
+    return path
+
+
+def _fake_calibration(rate_at_1g: float = 1000.0) -> dict:
+    """A constant-FLOP-rate device: F-units/s proportional to 1 / MACs."""
+    points = [
+        {
+            "model": m,
+            "macs": int(g * 1e9),
+            "train_units_per_s": rate_at_1g / g,
+            "eval_units_per_s": 2 * rate_at_1g / g,
+        }
+        for m, g in (("a", 0.5), ("b", 5.0))
+    ]
+    return {
+        "format": cal.FORMAT_VERSION,
+        "device": "Fake GPU",
+        "date": "2026-11-25",
+        "points": points,
+    }
+
+
+def test_quick_calibration_round_trips(measured: Path) -> None:
+    data = json.loads(measured.read_text())
+    assert data["device"].startswith("CPU") and data["date"].startswith("20")
+    assert {p["model"] for p in data["points"]} == set(cal.QUICK_MODELS)
+    for p in data["points"]:
+        assert p["macs"] > 0
+        assert p["trades10_images_per_s"] > 0 and p["pgd20_images_per_s"] > 0
+        assert math.isclose(p["train_units_per_s"], p["trades10_images_per_s"] * 27)
+    assert cal.load_calibration(measured) == data
+    hours = cal.estimate_gpu_hours([TrialConfig(arch={"depths": 1, "widths": 1})], measured)
+    assert hours is not None and hours > 0
+
+
+def test_default_path_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "c.json"
+    monkeypatch.setenv(cal.CALIBRATION_ENV, str(target))
+    assert cal.default_path() == target
+    assert cal.estimate_gpu_hours([TrialConfig()]) is None  # no file there yet
+    cal.save_calibration(_fake_calibration())
+    assert cal.load_calibration()["device"] == "Fake GPU"
+    monkeypatch.delenv(cal.CALIBRATION_ENV)
+    assert cal.default_path("NVIDIA H100 80GB HBM3").name == (
+        "calibration-nvidia-h100-80gb-hbm3.json"
+    )
+
+
+def test_fit_recovers_a_power_law() -> None:
+    a, b = cal.fit_rate(_fake_calibration()["points"], "train_units_per_s")
+    assert b == pytest.approx(-1.0)
+    assert math.exp(a + b * math.log(2e9)) == pytest.approx(500.0)
+    # one point: constant FLOP rate assumed
+    a1, b1 = cal.fit_rate(_fake_calibration()["points"][:1], "train_units_per_s")
+    assert b1 == -1.0 and math.exp(a1 + b1 * math.log(1e9)) == pytest.approx(1000.0)
+
+
+def test_estimate_scales_with_epochs_steps_and_macs() -> None:
+    calib = _fake_calibration()
+    base = TrialConfig(train={"epochs": 10}, eval={"aa_size": 0})
+    longer = TrialConfig(train={"epochs": 20}, eval={"aa_size": 0})
+    s10 = cal.trial_seconds(base, calib, macs=10**9)
+    s20 = cal.trial_seconds(longer, calib, macs=10**9)
+    assert s20["train_s"] == pytest.approx(2 * s10["train_s"])
+    assert s20["eval_s"] == pytest.approx(s10["eval_s"])
+    bigger = cal.trial_seconds(base, calib, macs=4 * 10**9)
+    assert bigger["train_s"] == pytest.approx(4 * s10["train_s"])  # constant FLOP rate
+    pgd = cal.trial_seconds(TrialConfig(train={"epochs": 10, "method": "pgd"}), calib, macs=10**9)
+    assert pgd["train_s"] < s10["train_s"]  # PGD-10 (23 F) is cheaper than TRADES-10 (27 F)
+    with_aa = cal.trial_seconds(TrialConfig(train={"epochs": 10}), calib, macs=10**9)
+    assert with_aa["eval_s"] > s10["eval_s"]
+    # hand check: 49,488 images (50,000 - 512 holdout, whole batches of 128) x 10 epochs x 27 F
+    # at 1000 F/s, plus 512 holdout images x 10 epochs x (1 + 21) F at the same rate
+    images = (50000 - 512) // 128 * 128
+    assert s10["train_s"] == pytest.approx(images * 10 * 27 / 1000 + 512 * 10 * 22 / 1000)
+    # the list version adds trials up, in hours
+    hours = cal.estimate_gpu_hours([base, longer], calib)
+    macs = cal._macs(base.arch)
+    assert hours == pytest.approx(
+        sum(sum(cal.trial_seconds(c, calib, macs=macs).values()) for c in (base, longer)) / 3600
+    )
+
+
+def test_costs_and_peaks() -> None:
+    assert cal.train_units("trades", 10) == 27
+    assert cal.train_units("pgd", 10) == 23
+    assert cal.eval_units(20) == 41
+    assert cal.peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert cal.peak_bf16_tflops("NVIDIA H200") == 989.0
+    assert cal.peak_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert cal.peak_bf16_tflops("CPU x86_64 (2 cores)") is None
+    assert cal.peak_bf16_tflops("Some Other GPU") is None
+    with pytest.raises(ValueError, match="choose from"):
+        cal.train_units("nope", 10)
+
+
+def test_unknown_model_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c.json"
+    assert main(["calibrate", "--quick", "--models", "nope", "--out", str(out)]) == 2
+    assert "choose from: tiny-w1, tiny-w2" in capsys.readouterr().err
+    assert not out.exists()
