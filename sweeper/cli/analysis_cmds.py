@@ -1,9 +1,141 @@
-"""CLI commands (placeholder until the owning module lands)."""
+"""`sweeper fit-scaling` and `sweeper report`: read a sweep's rows, fit and summarise them."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from sweeper.errors import SweeperError
+
+
+def _analysis(module: str) -> Any:
+    """Import analysis.<module> lazily: pandas plotting stays off the CLI's start-up path."""
+    return importlib.import_module(f"analysis.{module}")
+
+
+def _budgets(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SweeperError(f"--budgets: expected GMACs separated by commas, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise SweeperError(f"--budgets: expected positive GMACs, got {text!r}")
+    return values
+
+
+def fit_scaling_cmd(
+    results: Annotated[Path, typer.Argument(help="A sweep's results folder (or a parquet file).")],
+    metric: Annotated[str, typer.Option(help="Accuracy column to maximise.")] = "cw_acc",
+    budgets: Annotated[
+        str, typer.Option(help="GMACs budgets to bin rows to when they have no macs_target.")
+    ] = "5,10,15,20,30,40",
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the CIs.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    sweep: Annotated[
+        str | None, typer.Option(help="Only rows of this sweep (when RESULTS holds several).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the figure (points, fit, 95% band) to this PNG.")
+    ] = None,
+) -> None:
+    """Fit robust accuracy against the depth share sum(D)/(sum(D)+sum(W)), per budget and
+    pooled, and report the share that maximises it (the paper: about 0.7, i.e. 7 : 3)."""
+    from sweeper.scaling import fit_scaling
+
+    rows = _analysis("tables").load(results)
+    rows = _one_sweep(rows, sweep, results)
+    if metric not in rows:
+        raise SweeperError(f"--metric: {metric!r} is not a column of the results")
+    fit = fit_scaling(rows, metric=metric, budgets=_budgets(budgets), n_boot=bootstrap, seed=seed)
+    if plot is not None:
+        plots = _analysis("plots")
+        plots.save(plots.scaling_figure(fit), plot)
+    if as_json:
+        print(json.dumps(fit.to_json(), indent=2))
+        return
+    _print_fit(fit, plot)
+
+
+def _one_sweep(rows: Any, sweep: str | None, results: Path) -> Any:
+    """The rows of the named sweep; unnamed, the only sweep, or the only one whose rows
+    carry several budgets (a results root holding a compound sweep among others)."""
+    names = sorted(set(rows["sweep"].dropna()))
+    if sweep is not None:
+        if sweep not in names:
+            raise SweeperError(f"{results}: no rows of sweep {sweep!r}; found {', '.join(names)}")
+        return rows[rows["sweep"] == sweep]
+    if len(names) <= 1:
+        return rows
+    scaled = [n for n in names if rows.loc[rows["sweep"] == n, "macs_target"].nunique() > 1]
+    if len(scaled) == 1:
+        print(f"fitting sweep {scaled[0]!r} (the one with several budgets; --sweep picks "
+              "another)", file=sys.stderr)
+        return rows[rows["sweep"] == scaled[0]]
+    raise SweeperError(f"{results} holds the sweeps {', '.join(names)}: pick one with --sweep")
+
+
+def _print_fit(fit: Any, plot: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"Best depth share for {fit.metric} (quadratic fit, {fit.n_boot} "
+                        "bootstrap resamples of networks)")
+    for col in ("budget", "n", "R²", "best share", "95% CI", "D : W", "boot interior"):
+        table.add_column(col, justify="left" if col == "budget" else "right")
+    for opt in [*fit.budgets, fit.pooled]:
+        table.add_row(
+            opt.label,
+            str(opt.n),
+            "-" if opt.r2 is None else f"{opt.r2:.2f}",
+            "none" if opt.depth_share is None else f"{opt.depth_share:.3f}",
+            "-" if opt.ci_low is None else f"{opt.ci_low:.3f}-{opt.ci_high:.3f}",
+            opt.ratio or "-",
+            "-" if opt.boot_interior is None else f"{opt.boot_interior:.0%}",
+            style="bold" if opt.macs_target is None else None,
+        )
+    console.print(table)
+    print("D : W is sum(D) : sum(W) on a scale of 10; boot interior: the fraction of "
+          "resamples with a maximum inside the sampled shares.")
+    for opt in [*fit.budgets, fit.pooled]:
+        if not opt.interior:
+            print(f"{opt.label}: no interior optimum - {opt.reason}.")
+        elif opt.boot_interior is not None and opt.boot_interior < 0.8:
+            print(f"{opt.label}: weak optimum - only {opt.boot_interior:.0%} of the "
+                  "resamples have one inside the sampled shares.")
+    if plot is not None:
+        print(f"figure: {plot}")
+    share = fit.pooled.depth_share
+    if share is not None:
+        gmacs = max(b.macs_target for b in fit.budgets)
+        print(f"Next, the network at the fitted share for a budget: "
+              f"sweeper scale --target-gmacs {gmacs:g} --depth-share {share:.2f}")
+
+
+def report_cmd(
+    results: Annotated[Path, typer.Argument(help="A results folder: one sweep or several.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md and the PNGs.")] = Path("report"),
+    metric: Annotated[str, typer.Option(help="Robust accuracy column to rank by.")] = "cw_acc",
+    bootstrap: Annotated[int, typer.Option(min=0, help="Resamples of the scaling fit.")] = 1000,
+) -> None:
+    """Write report.md (per-study tables: accuracies, 95% CIs, deltas from the baseline) and
+    figures (factor effects, accuracy vs MACs, depth/width heat maps, scaling fit)."""
+    rows = _analysis("tables").load(results)
+    if metric not in rows:
+        raise SweeperError(f"--metric: {metric!r} is not a column of the results")
+    path = _analysis("report").write_report(
+        rows, out, metric=metric, bootstrap=bootstrap, origin=str(results)
+    )
+    print(f"wrote {path} ({len(list(out.glob('*.png')))} figures)")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("fit-scaling")(fit_scaling_cmd)
+    app.command("report")(report_cmd)

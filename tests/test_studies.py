@@ -1,0 +1,92 @@
+"""The shipped study files: they load, extend the protocol, and have the paper's sizes.
+
+Counting cells is cheap; expanding the width-matched studies builds hundreds of
+networks, so full expansion is only done here for the studies that need no matching.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sweeper.config import TrialConfig
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SIZES = {  # trials per study (cells x seeds), before duplicate trial_ids collapse
+    "block_topology": 18, "conv_type": 24, "se": 21, "kernel_size": 81, "activation": 21,
+    "normalization": 12, "depth": 343, "width": 512, "compound": 186, "robustresnets": 8,
+}
+space = pytest.importorskip("sweeper.space")
+space_expand = pytest.importorskip("sweeper.space_expand")
+
+
+def _count(name: str, sets: tuple[str, ...] = ()) -> int:
+    loaded = space.load(SPACES / f"{name}.yaml", sets)
+    return len(space_expand.cells(loaded)) * len(loaded.doc.seeds)
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_study_loads_with_its_size_and_header(name: str) -> None:
+    text = (SPACES / f"{name}.yaml").read_text()
+    assert text.startswith("# Study:")
+    assert "extends: _protocol.yaml" in text and f"sweep: {name}\n" in text
+    header = text.split("\nsweep:")[0]
+    assert "found" in header or "concluded" in header  # what the paper found
+    if name != "robustresnets":
+        assert "--set train.epochs=N" in header
+    assert space.load(SPACES / f"{name}.yaml").name == name
+    assert _count(name) == SIZES[name]
+
+
+def test_studies_together_are_the_papers_1200_networks() -> None:
+    assert sum(_count(n) for n in SIZES) >= 1200
+    assert {p.stem for p in SPACES.glob("*.yaml")} >= {*SIZES, "_protocol"}
+
+
+def test_protocol_is_the_papers_baseline() -> None:
+    cfg = TrialConfig(**space.load(SPACES / "activation.yaml").doc.base)
+    t, e = cfg.train, cfg.eval
+    assert (cfg.data.dataset, t.method, t.beta) == ("cifar10", "trades", 6.0)
+    assert (t.eps, t.step_size, t.steps) == (8.0, 2.0, 10)
+    assert (t.lr, t.momentum, t.weight_decay, t.batch_size) == (0.1, 0.9, 2e-4, 128)
+    assert (t.grad_clip, t.schedule, t.milestones, t.gamma) == (5.0, "multistep", (0.75, 0.9), 0.1)
+    assert (e.pgd_steps, e.pgd_step_size, e.cw_steps, e.cw_step_size) == (20, 0.8, 40, 0.8)
+    assert (e.eps, e.aa_size, e.aa_version) == (8.0, 1000, "standard")
+    assert t.epochs < 100  # the shortened ablation schedule
+
+
+def test_epochs_are_one_override_away() -> None:
+    configs = space.expand(space.load(SPACES / "normalization.yaml", ("train.epochs=3",)))
+    assert len(configs) == 12 and {c.train.epochs for c in configs} == {3}
+    assert {c.arch.norm[0] for c in configs} == {"batchnorm", "groupnorm", "layernorm",
+                                                 "instancenorm"}
+
+
+def test_final_models_use_the_full_protocol() -> None:
+    configs = space.expand(space.load(SPACES / "robustresnets.yaml"))
+    assert len(configs) == 8
+    assert {(c.train.epochs, c.eval.aa_size) for c in configs} == {(100, 10000)}
+    blocks = sorted((c.arch.block, c.arch.depths) for c in configs)
+    assert blocks[0] == ("basic", (14, 14, 7)) and blocks[-1] == ("robust", (27, 28, 13))
+
+
+def test_depth_and_width_vary_only_their_own_axis() -> None:
+    for name, fixed, varied in (("depth", "widths", "depths"), ("width", "depths", "widths")):
+        loaded = space.load(SPACES / f"{name}.yaml")
+        values = {json.dumps(v) for a in loaded.doc.axes for v in (a.grid or {}).values()}
+        assert len(values) == 1  # the same list for the three stages
+        arch = loaded.doc.base["arch"]
+        assert arch[fixed] == ([10, 10, 10] if fixed == "widths" else [4, 4, 4])
+        assert all(k.startswith(f"arch.{varied}.") for a in loaded.doc.axes for k in a.grid)
+
+
+def test_dry_run_lists_the_trials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real `sweeper run --dry-run --json` on a study that needs no width matching."""
+    from sweeper.cli import main
+
+    args = ["run", str(SPACES / "normalization.yaml"), "--dry-run", "--json"]
+    assert main([*args, "--results", str(tmp_path), "--set", "train.epochs=3"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert (listing["sweep"], listing["trials"], listing["to_run"]) == ("normalization", 12, 12)
