@@ -1,9 +1,224 @@
-"""CLI commands (placeholder until the owning module lands)."""
+"""`sweeper run` (a search space on Ray Tune) and `sweeper status` (what a sweep holds)."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+METRICS = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("run")(run)
+    app.command("status")(status)
+
+
+def run(
+    space: Path = typer.Argument(..., help="search-space YAML (search_spaces/*.yaml)"),
+    results: str = typer.Option("results", help="results folder or pyarrow URI (s3://...)"),
+    set_: list[str] = typer.Option([], "--set", help="override a base value: key.path=value"),
+    address: str = typer.Option(None, help="join a Ray cluster (auto or host:port)"),
+    cpus_per_trial: float = typer.Option(1.0, min=0.0),
+    gpus_per_trial: float = typer.Option(None, min=0.0, help="default: 1 if GPUs, else 0"),
+    max_concurrent: int = typer.Option(None, min=1, help="trials at once (default: by resources)"),
+    max_failures: int = typer.Option(2, min=0, help="Ray retries of a preempted trial"),
+    retry_failed: bool = typer.Option(False, help="rerun trials whose row says failed"),
+    dry_run: bool = typer.Option(False, help="list the trials; start nothing"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+) -> None:
+    """Run every trial of a search space that has no result row yet."""
+    from sweeper import space as spaces
+    from sweeper.runner import RunOptions, make_plan
+
+    loaded = spaces.load(space, set_)
+    if dry_run:
+        plan = make_plan(loaded, results, retry_failed=retry_failed)
+        _print_plan(plan, as_json)
+        return
+    from sweeper.runner import run_sweep
+
+    options = RunOptions(results=results, address=address, cpus_per_trial=cpus_per_trial,
+                         gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,
+                         max_failures=max_failures, retry_failed=retry_failed,
+                         progress=True)  # fmt: skip
+    summary = run_sweep(loaded, options)
+    rows = summary.rows
+    if as_json:
+        out = {
+            "sweep": loaded.name,
+            "trials": len(summary.plan.configs) if not loaded.is_search else len(rows),
+            "started": summary.started,
+            "seconds": round(summary.seconds, 1),
+            "results": summary.plan.sweep_uri,
+            "counts": {str(k): int(v) for k, v in rows["status"].value_counts().items()},
+            "rows": _records(rows),
+        }
+        print(json.dumps(out, indent=2))
+        return
+    _print_rows(rows, f"{loaded.name}: ran {summary.started} trial(s) in "
+                      f"{summary.seconds:,.0f}s; rows in {summary.plan.sweep_uri}")  # fmt: skip
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    from sweeper.space import macs_of, varying_values
+
+    configs = plan.configs
+    macs = [macs_of(c.arch) for c in configs]
+    values = varying_values(configs)
+    out: dict[str, Any] = {
+        "sweep": plan.space.name,
+        "file": plan.space.file,
+        "trials": plan.space.doc.search.num_samples if plan.space.is_search else len(configs),
+        "to_run": plan.budget,
+        "done": sum(1 for s in plan.existing.values() if s == "ok"),
+        "failed": sum(1 for s in plan.existing.values() if s == "failed"),
+        "total_macs": int(sum(macs)),
+        "trials_list": [
+            {
+                "trial_id": c.trial_id,
+                "status": plan.existing.get(c.trial_id, "pending"),
+                "macs": m,
+                "macs_target": c.macs_target,
+                "values": v,
+            }
+            for c, m, v in zip(configs, macs, values)
+        ],  # fmt: skip
+    }
+    if plan.space.is_search:
+        s = plan.space.doc.search
+        from sweeper.space import search_params
+
+        out["search"] = {"method": s.method, "sampler": s.sampler, "metric": s.metric,
+                         "mode": s.mode, "num_samples": s.num_samples,
+                         "params": {k: d.model_dump(exclude_none=True)
+                                    for k, d in search_params(plan.space).items()}}  # fmt: skip
+    hours = _gpu_hours(plan.to_run)
+    if hours is not None:
+        out["gpu_hours"] = hours
+    return out
+
+
+def _gpu_hours(configs: list[Any]) -> float | None:
+    """The calibration hook (sweeper.calibrate); None when there is none or it cannot say."""
+    try:
+        from sweeper.calibrate import estimate_gpu_hours
+    except ImportError:
+        return None
+    try:
+        hours = estimate_gpu_hours(configs)
+    except Exception:  # noqa: BLE001 - an estimate must never stop a dry run
+        return None
+    return None if hours is None or not math.isfinite(hours) else round(float(hours), 2)
+
+
+def _print_plan(plan: Any, as_json: bool) -> None:
+    info = _plan_json(plan)
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    console = _console()
+    table = Table(title=f"{info['sweep']}: {info['trials']} trials, {info['to_run']} to run, "
+                        f"{info['total_macs'] / 1e9:,.2f} GMACs in all")  # fmt: skip
+    table.add_column("trial_id")
+    table.add_column("status")
+    table.add_column("GMACs", justify="right")
+    table.add_column("values")
+    for t in info["trials_list"]:
+        shown = ", ".join(f"{k}={_compact(v)}" for k, v in t["values"].items())
+        table.add_row(t["trial_id"], t["status"], f"{t['macs'] / 1e9:.3f}", shown)
+    console.print(table)
+    if "search" in info:
+        console.print(f"optuna search: {info['search']}")
+    if "gpu_hours" in info:
+        console.print(f"estimated GPU hours: {info['gpu_hours']}")
+
+
+def _compact(value: Any) -> str:
+    """Per-stage lists the way rows store them: 'relu' when uniform, '3/5/7' when not."""
+    if isinstance(value, list) and value and not any(isinstance(v, list) for v in value):
+        return str(value[0]) if len(set(map(str, value))) == 1 else "/".join(map(str, value))
+    return str(value)
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    cols = ["trial_id", "status", "error", "seed", "macs", *METRICS, "train_seconds"]
+    return json.loads(frame[cols].to_json(orient="records"))
+
+
+def _console(stderr: bool = False) -> Console:
+    """Wide enough for the results table even when piped (rich assumes 80 columns)."""
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 140)
+
+
+def _print_rows(frame: Any, title: str, *, by_id: bool = True) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("trial_id", "status", "block", "activation", "depths", "widths", "clean", "PGD",
+                "CW", "AA"):  # fmt: skip
+        table.add_column(col, justify="right" if col.isupper() or col == "clean" else "left")
+    for _, r in (frame.sort_values("trial_id") if by_id else frame).iterrows():
+        depths = f"{r['depth1']}/{r['depth2']}/{r['depth3']}"
+        widths = f"{r['width1']:g}/{r['width2']:g}/{r['width3']:g}"
+        metrics = [_pct(r[m]) for m in METRICS]
+        table.add_row(r["trial_id"], r["status"], str(r["block"]), str(r["activation"]), depths,
+                      widths, *metrics)  # fmt: skip
+    _console().print(table)
+    failed = frame[frame["status"] == "failed"]
+    for _, r in failed.iterrows():
+        _console(stderr=True).print(f"failed {r['trial_id']}: {r['error']}")
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None or value != value else f"{100 * float(value):.1f}"
+
+
+def status(
+    path: str = typer.Argument(..., help="a results folder (all sweeps) or one sweep's folder"),
+    top: int = typer.Option(5, min=0, help="best rows to show"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Counts by status, best rows and time spent, per sweep."""
+    from sweeper import results
+    from sweeper.errors import SweeperError
+
+    frame = results.read(path)
+    if frame.empty:
+        raise SweeperError(f"{path}: no result rows found")
+    report = {}
+    for sweep, rows in frame.groupby("sweep"):
+        ok = rows[rows["status"] == "ok"]
+        metric = next((m for m in ("aa_acc", "cw_acc", "pgd_acc", "clean_acc")
+                       if ok[m].notna().any()), "clean_acc")  # fmt: skip
+        best = ok.sort_values(metric, ascending=False).head(top)
+        seconds = rows["train_seconds"].fillna(0).sum() + rows["eval_seconds"].fillna(0).sum()
+        span = (rows["ended_at"].max() - rows["started_at"].min()).total_seconds()
+        report[str(sweep)] = {
+            "counts": {str(k): int(v) for k, v in rows["status"].value_counts().items()},
+            "trials": len(rows),
+            "compute_seconds": round(float(seconds), 1),
+            "wall_seconds": round(float(span), 1) if span == span else None,
+            "best_by": metric,
+            "best": _records(best),
+        }
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    console = _console()
+    for sweep, info in report.items():
+        counts = ", ".join(f"{k} {v}" for k, v in info["counts"].items())
+        console.print(f"[bold]{sweep}[/]: {info['trials']} trials ({counts}); "
+                      f"{info['compute_seconds']:,.0f}s of trial time, "
+                      f"{info['wall_seconds'] or 0:,.0f}s wall")  # fmt: skip
+        if info["best"]:
+            order = [b["trial_id"] for b in info["best"]]
+            best = frame.set_index("trial_id").loc[order].reset_index()
+            _print_rows(best, f"best by {info['best_by']}", by_id=False)

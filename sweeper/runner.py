@@ -1,0 +1,309 @@
+"""Run a search space on Ray Tune: one trainable around run_trial, resumable by trial_id.
+
+All Ray imports of the package live here and in `sweeper.progress`. The trainable
+writes its trial's row from the worker as soon as the trial ends, so a killed driver
+loses only the trials that were running; the next run skips every trial_id with a row.
+Per-epoch checkpoints go through `tune.report` so that FailureConfig retries a
+preempted trial from its last epoch. Ray's own experiment files live in
+RESULTS/<sweep>/_ray/<run-name>/ (readers skip `_` names).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sweeper import results
+from sweeper.config import TrialConfig
+from sweeper.space import METRICS, SearchSpace, expand, resolve_point, search_params
+
+TrialFn = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a sweep (not what: that is the space)."""
+
+    results: str = "results"  # local folder or any pyarrow filesystem URI
+    address: str | None = None  # None: a local Ray instance for this run; "auto" or host:port
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    max_concurrent: int | None = None
+    retry_failed: bool = False
+    max_failures: int = 2  # Ray-level retries of a trial (preemption, dead worker)
+    progress: bool = True
+
+
+@dataclass
+class Plan:
+    """What a run would do: every resolved trial and the ones still to run."""
+
+    space: SearchSpace
+    sweep_uri: str
+    configs: list[TrialConfig]
+    to_run: list[TrialConfig]
+    existing: dict[str, str] = field(default_factory=dict)  # trial_id -> status
+
+    @property
+    def budget(self) -> int:
+        """Trials to start: cells to run, or the Optuna samples not yet spent."""
+        if self.space.is_search:
+            spent = sum(1 for s in self.existing.values() if s == "ok")
+            return max(0, (self.space.doc.search.num_samples or 0) - spent)
+        return len(self.to_run)
+
+
+def make_plan(space: SearchSpace, results_uri: str, *, retry_failed: bool = False) -> Plan:
+    """Expand the space and find what is already done (no Ray)."""
+    if "://" not in results_uri:  # workers may run elsewhere: never hand them a relative path
+        results_uri = os.path.abspath(os.path.expanduser(results_uri))
+    sweep_uri = results.sweep_dir(results_uri, space.name)
+    existing = results.status_by_id(sweep_uri)
+    skip = {"ok"} if retry_failed else {"ok", "failed"}
+    configs = expand(space)
+    to_run = [c for c in configs if existing.get(c.trial_id) not in skip]
+    return Plan(space, sweep_uri, configs, to_run, existing)
+
+
+def failed_row(config: TrialConfig, error: str) -> dict[str, Any]:
+    """A row for a trial that died without writing its own (worker lost, retries spent)."""
+    import sweeper
+    from sweeper.schema import empty_row
+    from sweeper.trial import config_columns
+
+    now = datetime.now(timezone.utc)
+    row = empty_row()
+    row.update(config_columns(config), status="failed", error=error.splitlines()[0][:1000],
+               started_at=now, ended_at=now, sweeper_version=sweeper.__version__)  # fmt: skip
+    return row
+
+
+def _numbers(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
+               trial_fn: TrialFn | None) -> None:  # fmt: skip
+    """Ray's view of one trial: resolve, restore, run, write the row, report."""
+    from ray import tune
+
+    search = space.doc.search
+    worst = 0.0 if search.mode == "max" else 1.0
+    if "trial" in params:
+        config: TrialConfig | None = TrialConfig.model_validate_json(params["trial"])
+    else:  # an Optuna suggestion
+        dists = search_params(space)
+        point = {k: dists[k].choice[v] if dists[k].choice is not None else v
+                 for k, v in params.items() if k in dists}  # fmt: skip
+        config = resolve_point(space, point)
+    if config is None:  # outside the space's constraints: nothing to train
+        tune.report({search.metric: worst, "status": "constrained"})
+        return
+    previous = results.read_row(sweep_uri, config.trial_id)
+    if previous is not None and previous["status"] == "ok":  # e.g. Optuna suggested it again
+        tune.report({**_metrics(previous, search.metric, worst), "trial_id": config.trial_id})
+        return
+    if trial_fn is None:
+        from sweeper.trial import run_trial as trial_fn
+
+    workdir = tempfile.mkdtemp(prefix=f"sweeper-{config.trial_id}-")
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:  # a retry after preemption: go on from the last epoch
+            checkpoint.to_directory(workdir)
+        else:  # a run after a killed driver: go on from where that run left this trial
+            _previous_checkpoint(sweep_uri, config.trial_id, workdir)
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            metric = record.get("holdout_pgd_acc", worst)
+            tune.report({**_numbers(record), search.metric: metric, "trial_id": config.trial_id},
+                        checkpoint=tune.Checkpoint.from_directory(workdir))  # fmt: skip
+
+        try:
+            row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True)
+        except Exception as err:  # noqa: BLE001 - a trial's bug is its row, not the sweep's end
+            row = failed_row(config, f"{type(err).__name__}: {err}")
+        results.write_row(sweep_uri, row)
+        tune.report({**_metrics(row, search.metric, worst), "trial_id": config.trial_id})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _previous_checkpoint(sweep_uri: str, trial_id: str, into: str) -> bool:
+    """Copy the newest checkpoint an earlier run left for this trial into `into`.
+
+    Finished runs delete their checkpoints, so only an interrupted run leaves one.
+    """
+    import pyarrow.fs as pafs
+
+    fs, base = results.location(sweep_uri)
+    found = []
+    try:
+        for run in fs.get_file_info(pafs.FileSelector(f"{base}/_ray", allow_not_found=True)):
+            if run.type != pafs.FileType.Directory:
+                continue
+            trial_dir = pafs.FileSelector(f"{run.path}/{trial_id}", allow_not_found=True)
+            found += [
+                info
+                for info in fs.get_file_info(trial_dir)
+                if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
+            ]
+        if not found:
+            return False
+        newest = max(found, key=lambda info: (info.mtime_ns or 0, info.path))
+        pafs.copy_files(newest.path, into, source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+    except OSError:
+        return False  # no usable checkpoint: the trial starts from scratch
+    return True
+
+
+def _metrics(row: dict[str, Any], metric: str, worst: float) -> dict[str, Any]:
+    out = {m: row[m] for m in METRICS if row.get(m) is not None}
+    out["status"] = row["status"]
+    if row["status"] != "ok" or out.get(metric) is None:
+        out[metric] = worst  # the searcher needs a number; failures rank last
+    return out
+
+
+def _init_ray(options: RunOptions) -> bool:
+    """Start (or join) Ray quietly; True when this call started it and must shut it down."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR,
+                                 log_to_driver=False)  # fmt: skip
+    # "local": a private instance for this run, never a cluster found on the machine.
+    # (Ray 2.60 maps a 127.0.0.1 node address back to the host's IP, so there is no
+    # loopback-only option; no dashboard and no client server are started.)
+    ray.init(address=options.address or "local", **quiet)
+    return True
+
+
+def _gpus_per_trial(options: RunOptions) -> float:
+    import ray
+
+    if options.gpus_per_trial is not None:
+        return options.gpus_per_trial
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+@dataclass
+class RunSummary:
+    plan: Plan
+    started: int
+    seconds: float
+    rows: Any  # pandas.DataFrame of this space's trials
+
+
+def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None = None
+              ) -> RunSummary:  # fmt: skip
+    """Run every trial of `space` that has no row yet (no ok row, with --retry-failed)."""
+    plan = make_plan(space, options.results, retry_failed=options.retry_failed)
+    t0 = time.monotonic()
+    if plan.budget == 0:
+        return RunSummary(plan, 0, 0.0, _rows_of(plan))
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no json/csv/tbx files
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    owned = _init_ray(options)
+    try:
+        _fit(plan, options, trial_fn)
+    finally:
+        if owned:
+            import ray
+
+            ray.shutdown()
+    return RunSummary(plan, plan.budget, time.monotonic() - t0, _rows_of(plan))
+
+
+def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
+    from ray import tune
+
+    from sweeper.progress import SweepProgress
+    from sweeper.runner_search import optuna_search
+
+    space = plan.space
+    fs, base = results.location(plan.sweep_uri)
+    fs.create_dir(f"{base}/_ray", recursive=True)
+    storage: dict[str, Any] = {"storage_path": f"{base}/_ray"}
+    if "://" in plan.sweep_uri:
+        storage["storage_filesystem"] = fs
+    trainable = tune.with_parameters(_trainable, sweep_uri=plan.sweep_uri, space=space,
+                                     trial_fn=trial_fn)  # fmt: skip
+    resources = {"cpu": options.cpus_per_trial, "gpu": _gpus_per_trial(options)}
+    trainable = tune.with_resources(trainable, resources)
+    search = space.doc.search
+    if space.is_search:
+        param_space, searcher = optuna_search(plan)
+        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=plan.budget,
+                                      max_concurrent_trials=options.max_concurrent,
+                                      reuse_actors=True)  # fmt: skip
+    else:
+        param_space = {"trial": tune.grid_search([c.model_dump_json() for c in plan.to_run])}
+        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=options.max_concurrent,
+                                      trial_dirname_creator=_dirname,
+                                      trial_name_creator=_dirname,
+                                      reuse_actors=True)  # fmt: skip
+    progress = SweepProgress(plan, metric=search.metric, enabled=options.progress)
+    run_config = tune.RunConfig(
+        name=f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{os.getpid()}",
+        verbose=0,
+        progress_reporter=None,
+        callbacks=[progress],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        **storage,
+    )
+    tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                       run_config=run_config)  # fmt: skip
+    with progress:
+        grid = tuner.fit()
+    _record_lost_trials(plan, grid)
+    _drop_checkpoints(fs, f"{base}/_ray/{run_config.name}")
+
+
+def _drop_checkpoints(fs: Any, run_dir: str) -> None:
+    """A finished run's checkpoints have served their purpose (retries); free the space."""
+    import pyarrow.fs as pafs
+
+    try:
+        for info in fs.get_file_info(pafs.FileSelector(run_dir, recursive=True)):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+                fs.delete_dir(info.path)
+    except OSError:
+        pass  # disk space, not correctness: never fail a finished sweep over it
+
+
+def _dirname(trial: Any) -> str:
+    config = trial.config.get("trial")
+    if isinstance(config, str):
+        return TrialConfig.model_validate_json(config).trial_id
+    return f"trial-{trial.trial_id}"
+
+
+def _record_lost_trials(plan: Plan, grid: Any) -> None:
+    """A trial whose worker died for good wrote no row: write a failed one for it."""
+    for result in grid:
+        if result.error is None or "trial" not in result.config:
+            continue
+        config = TrialConfig.model_validate_json(result.config["trial"])
+        if results.read_row(plan.sweep_uri, config.trial_id) is None:
+            why = f"{type(result.error).__name__}: {result.error}"
+            results.write_row(plan.sweep_uri, failed_row(config, why))
+
+
+def _rows_of(plan: Plan) -> Any:
+    """This space's rows (a sweep dir may hold rows of earlier, different spaces)."""
+    frame = results.read(plan.sweep_uri)
+    if plan.space.is_search:
+        return frame
+    ids = {c.trial_id for c in plan.configs}
+    return frame[frame["trial_id"].isin(ids)].reset_index(drop=True)

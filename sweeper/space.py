@@ -1,0 +1,134 @@
+"""Search spaces: parse and validate a YAML study file, then expand it into TrialConfigs.
+
+Everything a user can get wrong is found here, before any compute starts, and
+reported as one ConfigError naming the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from sweeper.errors import ConfigError
+from sweeper.space_doc import METRICS, SearchSpace, SpaceDoc
+from sweeper.space_expand import (
+    check_base,
+    expand,
+    macs_of,
+    resolve_point,
+    search_params,
+    varying_values,
+)
+from sweeper.space_paths import describe_errors, fill_indexed
+
+__all__ = [
+    "METRICS",
+    "SearchSpace",
+    "expand",
+    "load",
+    "macs_of",
+    "resolve_point",
+    "search_params",
+    "varying_values",
+]
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `2e-4` (no dot) as a float, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _read_yaml(path: Path, shown: str) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror or err}", file=shown) from None
+    except UnicodeDecodeError:
+        raise ConfigError("expected UTF-8 text", file=shown) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}malformed YAML: {problem}", file=shown) from None
+    except (ValueError, OverflowError, RecursionError) as err:
+        raise ConfigError(f"malformed YAML: {err}", file=shown) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping at the top level, got {type(data).__name__}", file=shown
+        )
+    return data
+
+
+def _deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; lists and scalars in `high` replace those in `low`."""
+    out = dict(low)
+    for key, value in high.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_doc(path: Path, shown: str, seen: tuple[Path, ...]) -> dict[str, Any]:
+    data = _read_yaml(path, shown)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError("expected a file name relative to this file", file=shown, key="extends")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen:
+        raise ConfigError(f"{parent} extends itself (a cycle)", file=shown, key="extends")
+    parent_doc = _load_doc(parent_path, str(Path(shown).parent / parent), (*seen, parent_path))
+    parent_doc.pop("sweep", None)  # a protocol names no sweep; the study does
+    return _deep_merge(parent_doc, data)
+
+
+def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SearchSpace:
+    """Read, merge (`extends`), override (`--set k=v`, into `base`) and validate a space."""
+    shown = str(path)
+    file = Path(path)
+    data = _load_doc(file.resolve(), shown, (file.resolve(),))
+    try:
+        doc = SpaceDoc.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_errors(err, SpaceDoc), file=shown) from None
+    if sets:
+        doc = doc.model_copy(update={"base": _apply_sets(doc.base, sets)})
+    space = SearchSpace(file=shown, doc=doc)
+    check_base(space)
+    return space
+
+
+def _apply_sets(base: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`--set a.b=value` (YAML-typed) into the base config; indexed preset lists filled in."""
+    from sweeper.overrides import apply_overrides, parse_override
+
+    base = copy.deepcopy(base)
+    try:
+        for item in sets:
+            parts, _ = parse_override(item)
+            fill_indexed(base, parts)
+        return apply_overrides(base, list(sets))
+    except ConfigError as err:
+        raise ConfigError(err.detail, key=f"--set {err.key or ''}".strip()) from None
+    except ValueError as err:
+        raise ConfigError(str(err).splitlines()[0], key="--set") from None

@@ -1,0 +1,94 @@
+"""Result files: one atomic Parquet row per trial, read back as one DataFrame per sweep."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pytest
+
+from sweeper import results
+from sweeper.schema import COLUMNS, empty_row
+
+
+def row(trial_id: str, status: str = "ok", sweep: str = "s", acc: float = 0.5) -> dict[str, Any]:
+    r = empty_row()
+    now = datetime.now(timezone.utc)
+    r.update(sweep=sweep, trial_id=trial_id, status=status, seed=0, clean_acc=acc,
+             error=None if status == "ok" else "boom", started_at=now, ended_at=now,
+             depth1=1, width1=0.5)  # fmt: skip
+    return r
+
+
+def test_write_read_one_row_per_trial_and_readers_skip_private_names(tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    for i in range(3):
+        results.write_row(str(sweep), row(f"t{i}"))
+    # Ray's files, checkpoints and half-written temp files must not show up as rows
+    for private in ("_ray/run-1/t0", "_checkpoints/t0"):
+        (sweep / private).mkdir(parents=True)
+        results.write_row(str(sweep / private), row("t0"))
+    (sweep / ".t9.abcd.tmp").write_bytes(b"PAR1 half a file")
+    assert sorted(p.name for p in sweep.iterdir() if p.name.startswith(".")) == [".t9.abcd.tmp"]
+
+    frame = pd.read_parquet(sweep)  # the researcher's one call
+    assert sorted(frame["trial_id"]) == ["t0", "t1", "t2"]
+    ours = results.read(str(sweep))
+    assert list(ours.columns) == COLUMNS and len(ours) == 3
+    assert str(ours["started_at"].dtype).startswith("datetime64")
+    assert len(results.read(str(tmp_path))) == 3  # a results root reads every sweep
+
+
+def test_rewrite_replaces_and_done_ids_filters_by_status(tmp_path: Path) -> None:
+    sweep = str(tmp_path / "s")
+    results.write_row(sweep, row("a", "failed"))
+    results.write_row(sweep, row("b"))
+    assert results.done_ids(sweep) == {"b"}
+    assert results.done_ids(sweep, statuses=("ok", "failed")) == {"a", "b"}
+    results.write_row(sweep, row("a", "ok", acc=0.7))  # --retry-failed replaces the row
+    assert results.done_ids(sweep) == {"a", "b"}
+    assert results.read_row(sweep, "a")["clean_acc"] == 0.7
+    assert len(list(Path(sweep).iterdir())) == 2  # no temp files left behind
+    assert results.done_ids(str(tmp_path / "missing")) == set()
+    assert results.read(str(tmp_path / "missing")).empty
+
+
+def test_uri_and_non_local_filesystem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = (tmp_path / "r").as_uri()  # file:///... goes through FileSystem.from_uri
+    results.write_row(results.sweep_dir(uri, "s"), row("u"))
+    assert results.done_ids(results.sweep_dir(uri, "s")) == {"u"}
+
+    # a filesystem that is not LocalFileSystem takes the open_output_stream + move path
+    (tmp_path / "sub").mkdir()
+    sub = pafs.SubTreeFileSystem(str(tmp_path / "sub"), pafs.LocalFileSystem())
+    monkeypatch.setattr(results, "location", lambda uri: (sub, uri.removeprefix("mem://")))
+    results.write_row("mem://s", row("v"))
+    assert sorted(p.name for p in (tmp_path / "sub" / "s").iterdir()) == ["v.parquet"]
+    assert results.done_ids("mem://s") == {"v"}
+
+
+def test_a_row_off_schema_is_refused(tmp_path: Path) -> None:
+    bad = row("x")
+    bad["extra"] = 1
+    with pytest.raises(KeyError):
+        results.write_row(str(tmp_path), bad)
+
+
+def test_status_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from sweeper.cli import main
+
+    results.write_row(str(tmp_path / "s"), row("a", acc=0.4))
+    results.write_row(str(tmp_path / "s"), row("b", acc=0.6))
+    results.write_row(str(tmp_path / "s"), row("c", "failed"))
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["s"]
+    assert report["counts"] == {"ok": 2, "failed": 1}
+    assert [r["trial_id"] for r in report["best"]] == ["b", "a"]
+    assert main(["status", str(tmp_path / "s")]) == 0
+    assert "s: 3 trials" in capsys.readouterr().out
+    assert main(["status", str(tmp_path / "nothing")]) == 2

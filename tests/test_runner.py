@@ -1,0 +1,232 @@
+"""The runner on a local Ray instance: resume by trial_id, failures, retries, Optuna, a killed
+driver. Trial functions here are tiny stand-ins (the real run_trial is used end to end once)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from sweeper import results  # noqa: E402
+from sweeper.config import TrialConfig  # noqa: E402
+from sweeper.runner import RunOptions, run_sweep  # noqa: E402
+from sweeper.schema import empty_row  # noqa: E402
+from sweeper.space import load  # noqa: E402
+
+LOG_DIR = tempfile.mkdtemp(prefix="sweeper-test-runner-")  # captured by value in the workers
+
+BASE = """
+sweep: {name}
+base:
+  arch: {{block: basic, depths: [1, 1, 1], widths: [0.25, 0.25, 0.25]}}
+  data: {{dataset: synthetic, image_size: 8, synthetic_train: 64, synthetic_test: 32,
+         holdout_size: 16}}
+  train: {{method: clean, epochs: 1, batch_size: 32}}
+  eval: {{pgd_steps: 1, cw_steps: 1, aa_size: 0, batch_size: 32}}
+"""
+
+
+def _log(kind: str, config: TrialConfig) -> None:
+    with open(os.path.join(LOG_DIR, f"{config.sweep}.log"), "a") as handle:
+        handle.write(f"{kind} {config.trial_id}\n")
+
+
+def fake_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
+               on_epoch: Any = None, catch: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Looks like run_trial: one 'epoch' with a checkpoint, then an ok row."""
+    from sweeper.trial import config_columns
+
+    _log("run", config)
+    if config.arch.activation[0] == "silu" and not os.path.exists(f"{LOG_DIR}/silu-fixed"):
+        raise RuntimeError("boom")
+    if config.arch.activation[0] == "mish" and checkpoint_dir is not None:
+        marker = os.path.join(checkpoint_dir, "epoch1")
+        if not os.path.exists(marker):  # first attempt: checkpoint, then the node "dies"
+            Path(marker).write_text("1")
+            on_epoch({"epoch": 1, "holdout_pgd_acc": 0.1})
+            os._exit(1)
+        _log("resumed", config)
+    elif on_epoch is not None:
+        on_epoch({"epoch": 1, "holdout_pgd_acc": 0.1})
+    row = empty_row()
+    now = datetime.now(timezone.utc)
+    acc = 1.0 - abs(config.train.lr - 0.05)  # Optuna has something to maximise
+    row.update(config_columns(config), status="ok", clean_acc=acc, pgd_acc=acc / 2,
+               cw_acc=acc / 3, aa_acc=acc / 4, started_at=now, ended_at=now)  # fmt: skip
+    return row
+
+
+def runs(sweep: str) -> list[str]:
+    path = Path(LOG_DIR) / f"{sweep}.log"
+    return path.read_text().split("\n")[:-1] if path.exists() else []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance() -> Iterator[str]:
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)  # fmt: skip
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def space_file(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(BASE.format(name=name) + textwrap.dedent(body))
+    return path
+
+
+def test_runs_each_trial_once_and_an_extended_space_only_its_new_cells(tmp_path: Path) -> None:
+    opts = RunOptions(results=str(tmp_path / "r"), progress=False)
+    grid = "axes:\n  - grid: {{arch.activation: [{acts}]}}\nseeds: [0, 1]\n"
+    first = run_sweep(load(space_file(tmp_path, "grid", grid.format(acts="relu, gelu"))), opts,
+                      trial_fn=fake_trial)  # fmt: skip
+    assert first.started == 4 and len(first.rows) == 4 and set(first.rows["status"]) == {"ok"}
+    assert len(runs("grid")) == 4
+    again = run_sweep(load(space_file(tmp_path, "grid", grid.format(acts="relu, gelu"))), opts,
+                      trial_fn=fake_trial)  # fmt: skip
+    assert again.started == 0 and len(runs("grid")) == 4
+    wider = run_sweep(load(space_file(tmp_path, "grid", grid.format(acts="relu, gelu, elu"))),
+                      opts, trial_fn=fake_trial)  # fmt: skip
+    assert wider.started == 2 and len(wider.rows) == 6 and len(runs("grid")) == 6
+    assert len(results.read(str(tmp_path / "r" / "grid"))) == 6
+
+
+def test_a_failing_trial_leaves_a_failed_row_and_retry_failed_reruns_it(tmp_path: Path) -> None:
+    opts = RunOptions(results=str(tmp_path / "r"), progress=False, max_failures=1)
+    path = space_file(tmp_path, "fail", "axes:\n  - grid: {arch.activation: [relu, silu, mish]}\n")
+    summary = run_sweep(load(path), opts, trial_fn=fake_trial)
+    by_act = {r["activation"]: r for _, r in summary.rows.iterrows()}
+    assert by_act["silu"]["status"] == "failed" and by_act["silu"]["error"] == "RuntimeError: boom"
+    assert by_act["relu"]["status"] == "ok"
+    # mish killed its worker after a checkpoint: Ray retried it from that checkpoint
+    assert by_act["mish"]["status"] == "ok"
+    assert [r.split()[0] for r in runs("fail")].count("resumed") == 1
+    assert run_sweep(load(path), opts, trial_fn=fake_trial).started == 0
+    Path(LOG_DIR, "silu-fixed").write_text("")
+    retry = RunOptions(results=str(tmp_path / "r"), progress=False, retry_failed=True)
+    summary = run_sweep(load(path), retry, trial_fn=fake_trial)
+    assert summary.started == 1 and set(summary.rows["status"]) == {"ok"}
+
+
+def test_optuna_search_through_ray_resumes_its_budget(tmp_path: Path) -> None:
+    body = """
+        axes:
+          - sample:
+              params:
+                train.lr: {{loguniform: [0.01, 0.2]}}
+                arch.activation: {{choice: [relu, gelu]}}
+        search: {{method: optuna, sampler: tpe, metric: clean_acc, mode: max, num_samples: {n}}}
+    """
+    opts = RunOptions(results=str(tmp_path / "r"), progress=False, max_concurrent=2)
+    first = run_sweep(load(space_file(tmp_path, "opt", body.format(n=4))), opts,
+                      trial_fn=fake_trial)  # fmt: skip
+    assert first.started == 4 and len(first.rows) == 4
+    more = run_sweep(load(space_file(tmp_path, "opt", body.format(n=6))), opts,
+                     trial_fn=fake_trial)  # fmt: skip
+    assert more.started == 2 and len(more.rows) == 6
+    assert set(more.rows["activation"]) <= {"relu", "gelu"}
+    assert all(0.01 <= TrialConfig.model_validate_json(c).train.lr <= 0.2
+               for c in more.rows["config"])  # fmt: skip
+
+
+def test_real_run_trial_end_to_end(tmp_path: Path) -> None:
+    path = space_file(tmp_path, "real", "axes:\n  - grid: {arch.activation: [relu]}\n")
+    summary = run_sweep(load(path), RunOptions(results=str(tmp_path / "r"), progress=False))
+    [row] = summary.rows.to_dict("records")
+    assert row["status"] == "ok", row["error"]
+    assert 0 <= row["clean_acc"] <= 1 and row["pgd_n"] == 32 and row["macs"] > 0
+
+
+def _processes_marked(marker: str) -> list[int]:
+    """Pids of processes whose environment carries `marker` (the ones this test started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds leftover processes via /proc")
+def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) -> None:
+    acts = "[relu, gelu, elu, silu, mish, softplus]"
+    path = space_file(tmp_path, "kill", f"axes:\n  - grid: {{arch.activation: {acts}}}\n")
+    out = tmp_path / "r"
+    # a local run (its own Ray instance, as a researcher's first run would be)
+    cmd = [sys.executable, "-m", "sweeper", "run", str(path), "--results", str(out),
+           "--max-concurrent", "1", "--set", "train.epochs=15"]  # fmt: skip
+    marker = f"SWEEPER_KILL_TEST={os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    try:
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 180
+        while not list((out / "kill").glob("*.parquet")):
+            assert first.poll() is None, "the driver ended before writing a row"
+            assert time.monotonic() < deadline, "no row after 180s"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert len(list((out / "kill").glob("*.parquet"))) < 6  # killed mid-sweep
+        done = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True,
+                              timeout=240)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:  # Ray's agents outlive a SIGKILLed driver: end exactly the ones we caused
+        for pid in _processes_marked(marker):
+            if pid != os.getpid():
+                os.kill(pid, signal.SIGKILL)
+    frame = results.read(str(out / "kill"))
+    assert sorted(frame["activation"]) == ["elu", "gelu", "mish", "relu", "silu", "softplus"]
+    assert set(frame["status"]) == {"ok"} and frame["trial_id"].is_unique
+    assert not [p for p in (out / "kill").iterdir() if p.name.startswith(".")]
+
+
+def test_progress_counts_and_eta(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sweeper.progress import SweepProgress
+    from sweeper.runner import make_plan
+
+    path = space_file(tmp_path, "prog", "axes:\n  - grid: {arch.activation: [relu, gelu, elu]}\n")
+    view = SweepProgress(make_plan(load(path), str(tmp_path / "r")), metric="cw_acc")
+    a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    view.on_trial_start(0, [], a)
+    view.on_trial_start(0, [], b)
+    view.on_trial_result(0, [], a, {"status": "ok", "trial_id": "t1", "cw_acc": 0.4})
+    view.on_trial_complete(0, [], a)
+    view.on_trial_error(0, [], b)
+    assert view.counts() == {"done": 1, "failed": 1, "running": 0, "pending": 1}
+    assert view.eta_seconds() is not None
+    with view:  # renders without a terminal
+        view.render()
+
+
+def test_a_trial_resumes_from_the_checkpoint_an_interrupted_run_left(tmp_path: Path) -> None:
+    from sweeper.runner import make_plan
+
+    path = space_file(tmp_path, "again", "axes:\n  - grid: {arch.activation: [mish]}\n")
+    [config] = make_plan(load(path), str(tmp_path / "r")).to_run
+    left = tmp_path / "r" / "again" / "_ray" / "run-killed" / config.trial_id / "checkpoint_000002"
+    left.mkdir(parents=True)
+    (left / "epoch1").write_text("1")  # what fake_trial's first attempt writes
+    summary = run_sweep(load(path), RunOptions(results=str(tmp_path / "r"), progress=False),
+                        trial_fn=fake_trial)  # fmt: skip
+    assert list(summary.rows["status"]) == ["ok"]
+    assert runs("again") == [f"run {config.trial_id}", f"resumed {config.trial_id}"]
