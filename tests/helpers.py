@@ -17,13 +17,6 @@ from sweeper.config import DataConfig
 from sweeper.data import Dataset, load_dataset, train_batches
 
 
-def single_thread() -> None:
-    """Run torch on one CPU thread. On the shared 2-core test machine, with other test runs
-    competing, two OpenMP threads spin-waiting on each other made the helper's training 12x
-    slower (40 s vs 3.4 s, measured); tiny models gain nothing from a second thread anyway."""
-    torch.set_num_threads(1)
-
-
 def tiny_cnn(num_classes: int = 10, channels: int = 3, width: int = 16) -> nn.Module:
     """Three convs with BatchNorm (so train / eval mode matters) and a linear head.
 
@@ -89,7 +82,6 @@ def trained_tiny(seed: int = 0) -> tuple[nn.Module, Dataset]:
 
     Treat the returned model as read-only (tests that train or change it should build their own).
     """
-    single_thread()
     data = load_dataset(synthetic_config(), data_dir=None, device="cpu", seed=seed)
     torch.manual_seed(seed)
     model = train_clean(tiny_cnn(data.num_classes), data, seed=seed)

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import single_thread, tiny_cnn, trained_tiny
+from helpers import tiny_cnn, trained_tiny
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -23,7 +23,6 @@ from sweeper.attacks import (
 )
 
 EPS = 8 / 255
-single_thread()  # see helpers.single_thread: much faster on a shared machine
 
 
 @pytest.fixture(scope="module")

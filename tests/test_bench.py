@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ from sweeper.training import build_optimizer, make_step  # noqa: E402
 KEYS = set(
     "model loop method batch_size images_per_s tflops mfu peak_mem_bytes device date".split()
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny nets on a shared CI machine: one thread is faster than two fighting for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _records(capsys: pytest.CaptureFixture[str], argv: list[str]) -> list[dict]:

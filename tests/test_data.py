@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import single_thread, synthetic_config
+from helpers import synthetic_config
 
 from sweeper.config import DataConfig
 from sweeper.data import (
@@ -22,8 +22,6 @@ from sweeper.data import (
     train_batches,
 )
 from sweeper.errors import ConfigError, DataError
-
-single_thread()  # see helpers.single_thread: much faster on a shared machine
 
 # ---------------------------------------------------------------------------- tiny CIFAR files
 

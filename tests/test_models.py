@@ -42,15 +42,6 @@ _TINY = {
 _BASE_WIDTH = {"basic": 64, "bottleneck": 16, "inverted_bottleneck": 64, "robust": 20}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs are slower multi-threaded on a shared CPU; restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(block: str = "basic", **fields: object) -> ArchSpec:
     return ArchSpec(**{**_TINY, "block": block, "base_width": _BASE_WIDTH[block], **fields})
 

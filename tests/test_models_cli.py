@@ -6,18 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from sweeper.cli import main
 from sweeper.models import count_macs, count_params, resolve_arch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_model_preset_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,15 +17,6 @@ from sweeper.models import (
     split_widths,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # preset: (block, D, W, params as reported, GMACs as reported) - model-family.md
 TABLE = {
     "wrn-28-10": ("basic", (4, 4, 4), (10, 10, 10), "36.5M", 5.24),

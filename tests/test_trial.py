@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from sweeper.cli import main
 from sweeper.config import TrialConfig
@@ -26,15 +24,6 @@ from sweeper.trial import per_stage, run_trial
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "examples" / "trial_digits.yaml"
 METRICS = ["clean_acc", "pgd_acc", "cw_acc", "aa_acc", "clean_n", "pgd_n", "cw_n", "aa_n"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One OpenMP thread: on a shared, loaded machine two threads spin-wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(**sections: dict[str, Any]) -> dict[str, Any]:

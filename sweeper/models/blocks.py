@@ -171,8 +171,57 @@ class BasicBlock(_ResidualBlock):
         return self._merge(y, shortcut)
 
 
+class _ThreeConvBlock(_ResidualBlock):
+    """1x1 -> kxk -> 1x1 around a `mid`-channel middle: the bottleneck and its inverse."""
+
+    def _setup_three(
+        self,
+        in_channels: int,
+        mid: int,
+        out: int,
+        kernel_size: int,
+        *,
+        stride: int,
+        groups: int,
+        scales: int,
+        where: str,
+        order: str,
+        act: str,
+        norm: str,
+        se: str,
+        se_reduction: int,
+    ) -> None:
+        self.conv1 = conv(in_channels, mid, 1)
+        self.conv2 = _spatial(
+            mid, mid, kernel_size, stride=stride, groups=groups, scales=scales, where=where
+        )
+        self.conv3 = conv(mid, out, 1)
+        pre = order == "pre"
+        self.norm1 = create_norm(norm, in_channels if pre else mid)
+        self.norm2 = create_norm(norm, mid)
+        self.norm3 = create_norm(norm, mid if pre else out)
+        self.act1, self.act2 = create_act(act), create_act(act)
+        self.act3 = create_act(act) if pre else nn.Identity()
+        self._setup_merge(
+            in_channels, out, stride=stride, order=order, act=act, norm=norm, se=se,
+            se_reduction=se_reduction,
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.order == "pre":
+            a = self.act1(self.norm1(x))
+            shortcut = self.shortcut(a) if self.has_projection else x
+            y = self.conv2(self.act2(self.norm2(self.conv1(a))))
+            y = self.conv3(self.act3(self.norm3(y)))
+        else:
+            shortcut = self.shortcut(x)
+            y = self.act2(self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x))))))
+            y = self.norm3(self.conv3(y))
+        return self._merge(y, shortcut)
+
+
 @BLOCKS.register("bottleneck")
-class Bottleneck(_ResidualBlock):
+class Bottleneck(_ThreeConvBlock):
     """1x1 reduce -> kxk -> 1x1 expand; mid width floor(p*base_width/64)*cardinality*scales."""
 
     defaults: ClassVar[dict[str, Any]] = {"expansion": 4}
@@ -200,50 +249,15 @@ class Bottleneck(_ResidualBlock):
         mid = (planes * base_width // 64) * groups * sc
         if mid < 1:
             raise ValueError(f"base_width: {base_width} gives a bottleneck of 0 channels")
-        out = self.out_channels(planes, expansion)
-        self.conv1 = conv(in_channels, mid, 1)
-        self.conv2 = _spatial(
-            mid,
-            mid,
-            kernel_size,
-            stride=stride,
-            groups=groups,
-            scales=sc,
-            where=f"a bottleneck of {mid} channels",
-        )
-        self.conv3 = conv(mid, out, 1)
-        pre = order == "pre"
-        self.norm1 = create_norm(norm, in_channels if pre else mid)
-        self.norm2 = create_norm(norm, mid)
-        self.norm3 = create_norm(norm, mid if pre else out)
-        self.act1, self.act2 = create_act(act), create_act(act)
-        self.act3 = create_act(act) if pre else nn.Identity()
-        self._setup_merge(
-            in_channels,
-            out,
-            stride=stride,
-            order=order,
-            act=act,
-            norm=norm,
-            se=se,
-            se_reduction=se_reduction,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.order == "pre":
-            a = self.act1(self.norm1(x))
-            shortcut = self.shortcut(a) if self.has_projection else x
-            y = self.conv2(self.act2(self.norm2(self.conv1(a))))
-            y = self.conv3(self.act3(self.norm3(y)))
-        else:
-            shortcut = self.shortcut(x)
-            y = self.act2(self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x))))))
-            y = self.norm3(self.conv3(y))
-        return self._merge(y, shortcut)
+        self._setup_three(
+            in_channels, mid, self.out_channels(planes, expansion), kernel_size, stride=stride,
+            groups=groups, scales=sc, where=f"a bottleneck of {mid} channels", order=order,
+            act=act, norm=norm, se=se, se_reduction=se_reduction,
+        )  # fmt: skip
 
 
 @BLOCKS.register("inverted_bottleneck")
-class InvertedBottleneck(_ResidualBlock):
+class InvertedBottleneck(_ThreeConvBlock):
     """1x1 expand (planes*expansion) -> depthwise kxk -> 1x1 project back to planes.
 
     The kxk conv is depthwise for standard/hierarchical; aggregated/both replace depthwise
@@ -279,35 +293,11 @@ class InvertedBottleneck(_ResidualBlock):
         hidden = planes * expansion
         _divides("scales", sc, hidden, f"an inverted bottleneck of {hidden} channels")
         groups = card if conv_type in ("aggregated", "both") else hidden // sc
-        self.conv1 = conv(in_channels, hidden, 1)
-        self.conv2 = _spatial(
-            hidden,
-            hidden,
-            kernel_size,
-            stride=stride,
-            groups=groups,
-            scales=sc,
-            where=f"an inverted bottleneck of {hidden} channels",
-        )
-        self.conv3 = conv(hidden, planes, 1)
-        pre = order == "pre"
-        self.norm1 = create_norm(norm, in_channels if pre else hidden)
-        self.norm2 = create_norm(norm, hidden)
-        self.norm3 = create_norm(norm, hidden if pre else planes)
-        self.act1, self.act2 = create_act(act), create_act(act)
-        self.act3 = create_act(act) if pre else nn.Identity()
-        self._setup_merge(
-            in_channels,
-            planes,
-            stride=stride,
-            order=order,
-            act=act,
-            norm=norm,
-            se=se,
-            se_reduction=se_reduction,
-        )
-
-    forward = Bottleneck.forward
+        self._setup_three(
+            in_channels, hidden, planes, kernel_size, stride=stride, groups=groups, scales=sc,
+            where=f"an inverted bottleneck of {hidden} channels", order=order, act=act,
+            norm=norm, se=se, se_reduction=se_reduction,
+        )  # fmt: skip
 
 
 @BLOCKS.register("robust")
