@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from sweeper.scaling import ScalingFit
 
 _NICE = (0.25, 0.5, 1, 2, 3, 5, 10, 15, 20, 30, 40, 60, 100, 200, 500)  # log-axis ticks
-NAMES = {"clean_acc": "clean", "pgd_acc": "PGD-20", "cw_acc": "CW-40", "aa_acc": "AutoAttack"}
+# Step counts (PGD-20, CW-40 in the paper) come from each sweep's eval config, not from here.
+NAMES = {"clean_acc": "clean", "pgd_acc": "PGD", "cw_acc": "CW", "aa_acc": "AutoAttack"}
 
 
 def save(fig: Figure, path: str | Path) -> Path:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeper import calibrate as cal
+from sweeper import perf
 from sweeper.config import TrainConfig
 from sweeper.models.spec import ArchSpec
 
@@ -141,14 +141,14 @@ def reference_timing(
     device: torch.device,
     workers: int,
     seed: int = 0,
-) -> tuple[cal.Timing, list[float]]:
+) -> tuple[perf.Timing, list[float]]:
     """Time the reference loop; returns the timing and the per-step losses (or errors)."""
     from sweeper.models import build
 
     torch.manual_seed(seed)
     model = build(spec).to(device)
     n = batch_size * (steps + warmup)
-    x = cal.random_uint8_images(n, device=torch.device("cpu"), seed=seed)
+    x = perf.random_uint8_images(n, device=torch.device("cpu"), seed=seed)
     y = torch.randint(0, spec.num_classes, (n,))
     cfg = TrainConfig(method="trades" if method == "trades" else "pgd", steps=10)
     evaluating = method == "pgd20-eval"
@@ -174,5 +174,5 @@ def reference_timing(
         else:
             values.append(reference_pgd_step(model, opt, xb, yb, cfg))
 
-    timing = cal.time_steps(step, batch_size=batch_size, steps=steps, warmup=warmup, device=device)
+    timing = perf.time_steps(step, batch_size=batch_size, steps=steps, warmup=warmup, device=device)
     return timing, values

@@ -36,6 +36,7 @@ import torch
 from reference_loop import reference_timing  # bench/ is on sys.path when run as a script
 
 from sweeper import calibrate as cal
+from sweeper import perf
 from sweeper.config import RuntimeConfig
 from sweeper.models.spec import ArchSpec
 
@@ -69,7 +70,7 @@ def make_record(
     model: str,
     loop: str,
     method: str,
-    timing: cal.Timing,
+    timing: perf.Timing,
     *,
     spec: ArchSpec,
     macs: int,
@@ -77,13 +78,13 @@ def make_record(
     device: torch.device,
     quick: bool,
 ) -> dict[str, Any]:
-    name = cal.device_name(device)
+    name = perf.device_name(device)
     runtime = RuntimeConfig()  # what a trial runs: bf16 training, fp32 evaluation, on CUDA
     bf16 = runtime.bf16 and (method != "pgd20-eval" or not runtime.eval_fp32)
     precision = "bf16" if loop == "sweeper" and device.type == "cuda" and bf16 else "fp32"
     ips = timing.images_per_s
     tflops = ips * units_per_image(method) * 2 * macs / 1e12
-    peak = cal.peak_bf16_tflops(name)
+    peak = perf.peak_bf16_tflops(name)
     return {
         "model": model,
         "loop": loop,
@@ -123,7 +124,7 @@ def run_side_by_side(args: argparse.Namespace, device: torch.device) -> list[dic
             }
             timings = {
                 "reference": reference_timing(spec, method, workers=args.ref_workers, **kw)[0],
-                "sweeper": cal.sweeper_timing(spec, method, runtime, **kw),
+                "sweeper": perf.sweeper_timing(spec, method, runtime, **kw),
             }
             pair = {
                 loop: make_record(
@@ -164,7 +165,7 @@ def _trial(args: dict[str, Any], ready: Any = None) -> dict[str, float]:
     torch.backends.cudnn.benchmark = True  # as a trial runs
     spec = ArchSpec(**args["spec"])
     runtime = RuntimeConfig(compile=args["compile"])
-    t = cal.sweeper_timing(
+    t = perf.sweeper_timing(
         spec,
         "trades",
         runtime,
@@ -234,7 +235,7 @@ def run_packing(args: argparse.Namespace, device: torch.device) -> list[dict[str
         "single_images_per_s": single,
         "packed_images_per_s": packed,
         "packing_speedup": packed / single,
-        "device": cal.device_name(device),
+        "device": perf.device_name(device),
         "quick": args.quick,
         "processes": True,
         **args.stamp,
@@ -337,7 +338,7 @@ def _commit() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = cal.resolve_device(args.device)
+    device = perf.resolve_device(args.device)
     if args.ref_workers is None:
         args.ref_workers = 1 if device.type == "cuda" else 0
     args.stamp = {
@@ -347,23 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.json:
         print(
-            f"# {cal.device_name(device)}, {args.stamp}, batch {args.batch_size}, "
+            f"# {perf.device_name(device)}, {args.stamp}, batch {args.batch_size}, "
             f"{args.steps} timed steps after {args.warmup}"
         )
-    threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
-    if args.quick and device.type == "cpu":
-        torch.set_num_threads(1)  # CI machines are shared; tiny nets gain nothing from more
-    # cuDNN autotuning for both loops: a trial turns it on (sweeper.trial.seed_everything), and
-    # granting the reference the same one-line flag keeps the comparison about the loops
-    torch.backends.cudnn.benchmark = True
-    try:
+    # cuDNN autotuning for both loops: a trial turns it on, and granting the reference the
+    # same one-line flag keeps the comparison about the loops
+    with perf.timing_settings(device, quick=args.quick):
         if args.packing:
             run_packing(args, device)
         else:
             run_side_by_side(args, device)
-    finally:
-        torch.set_num_threads(threads)
-        torch.backends.cudnn.benchmark = benchmark
     return 0
 
 

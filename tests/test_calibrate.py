@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweeper import calibrate as cal
+from sweeper import perf
 from sweeper.cli import main
 from sweeper.config import TrialConfig
 
@@ -107,11 +108,11 @@ def test_costs_and_peaks() -> None:
     assert cal.train_units("trades", 10) == 27
     assert cal.train_units("pgd", 10) == 23
     assert cal.eval_units(20) == 41
-    assert cal.peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.0
-    assert cal.peak_bf16_tflops("NVIDIA H200") == 989.0
-    assert cal.peak_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312.0
-    assert cal.peak_bf16_tflops("CPU x86_64 (2 cores)") is None
-    assert cal.peak_bf16_tflops("Some Other GPU") is None
+    assert perf.peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert perf.peak_bf16_tflops("NVIDIA H200") == 989.0
+    assert perf.peak_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert perf.peak_bf16_tflops("CPU x86_64 (2 cores)") is None
+    assert perf.peak_bf16_tflops("Some Other GPU") is None
     with pytest.raises(ValueError, match="choose from"):
         cal.train_units("nope", 10)
 
