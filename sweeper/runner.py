@@ -173,18 +173,45 @@ def _metrics(row: dict[str, Any], metric: str, worst: float) -> dict[str, Any]:
     return out
 
 
-def _init_ray(options: RunOptions) -> bool:
-    """Start (or join) Ray quietly; True when this call started it and must shut it down."""
+def _init_ray(options: RunOptions, **init_args: Any) -> bool:
+    """Start (or join) Ray quietly; True when this call started it and must shut it down.
+
+    `init_args` go to ray.init as they are (the tests' num_cpus).
+    """
     import ray
 
     if ray.is_initialized():
         return False
     quiet: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR,
-                                 log_to_driver=False)  # fmt: skip
-    # "local": a private instance for this run, never a cluster found on the machine.
-    # (Ray 2.60 maps a 127.0.0.1 node address back to the host's IP, so there is no
-    # loopback-only option; no dashboard and no client server are started.)
-    ray.init(address=options.address or "local", **quiet)
+                                 log_to_driver=False, **init_args)  # fmt: skip
+    if options.address:  # a cluster someone started: join it as it is
+        ray.init(address=options.address, **quiet)
+        return True
+    # "local": a private instance for this run, never a cluster found on the machine, and
+    # reachable from this machine only. Ray's C++ servers (GCS, the raylet's node and object
+    # managers, every worker's and the driver's core worker) listen on all interfaces unless
+    # the node address is exactly 127.0.0.1, and so do the dashboard agent's servers when
+    # ray[default] is installed. But ray.init(_node_ip_address="127.0.0.1") is rewritten to
+    # the host's address (services.resolve_ip_for_localhost) except in Ray's single-machine
+    # mode, the default on macOS and Windows (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). Ray reads
+    # that variable once, at import, into ray_constants.ENABLE_RAY_CLUSTER, which the
+    # rewrite reads at call time: set it for ray.init only, the driver may join a cluster
+    # later. Measured on Ray 2.60: every listening socket on 127.0.0.1 (before: GCS,
+    # raylet, core workers on [::], the runtime-env agent on the host's IP). No dashboard
+    # and no client server are started.
+    from ray._private import ray_constants
+
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", _node_ip_address="127.0.0.1", **quiet)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+    gcs_host = ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
+    if gcs_host != "127.0.0.1":  # a Ray that no longer honours the single-machine mode
+        logging.getLogger(__name__).warning(
+            "the local Ray instance listens beyond localhost (node address %s)", gcs_host
+        )
     return True
 
 

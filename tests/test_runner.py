@@ -3,7 +3,7 @@ driver. Trial functions here are tiny stand-ins (the real run_trial is used end 
 
 from __future__ import annotations
 
-import logging
+import ipaddress
 import os
 import signal
 import subprocess
@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray")
 
 from sweeper import results  # noqa: E402
 from sweeper.config import TrialConfig  # noqa: E402
-from sweeper.runner import RunOptions, run_sweep  # noqa: E402
+from sweeper.runner import RunOptions, _init_ray, run_sweep  # noqa: E402
 from sweeper.schema import empty_row  # noqa: E402
 from sweeper.space import load  # noqa: E402
 
@@ -77,8 +77,7 @@ def runs(sweep: str) -> list[str]:
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance() -> Iterator[str]:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR)  # fmt: skip
+    assert _init_ray(RunOptions(), num_cpus=2)  # the local instance `sweeper run` starts
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -230,3 +229,25 @@ def test_a_trial_resumes_from_the_checkpoint_an_interrupted_run_left(tmp_path: P
                         trial_fn=fake_trial)  # fmt: skip
     assert list(summary.rows["status"]) == ["ok"]
     assert runs("again") == [f"run {config.trial_id}", f"resumed {config.trial_id}"]
+
+
+def test_a_local_instance_listens_on_loopback_only(ray_instance: str) -> None:
+    """Safe by default: no port of a local run's Ray processes is open beyond this machine."""
+    psutil = pytest.importorskip("psutil")  # ships with Ray
+
+    ray.get(ray.remote(lambda: os.getpid()).remote())  # at least one worker up
+    driver = psutil.Process()
+    bound = set()
+    for proc in [driver, *driver.children(recursive=True)]:  # GCS, raylet, agents, workers
+        try:
+            sockets = proc.net_connections(kind="inet")
+        except psutil.Error:  # a worker that just ended
+            continue
+        bound |= {(proc.name(), s.laddr.ip) for s in sockets if s.status == psutil.CONN_LISTEN}
+    names = {name for name, _ in bound}
+    assert {"gcs_server", "raylet"} <= names, bound
+    for name, ip in bound:
+        address = ipaddress.ip_address(ip.split("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        assert (mapped or address).is_loopback, f"{name} listens on {ip}"
+    assert ray_instance.startswith("127.0.0.1:")
