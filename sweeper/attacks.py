@@ -85,15 +85,31 @@ def pgd(
         raise ValueError(f"unknown PGD loss {loss!r}; choose from 'ce', 'cw'")
     x = to_float(x).detach()
     x_adv = _uniform_start(x, eps, generator) if random_start else x.clone()
+
+    def objective(logits: torch.Tensor) -> torch.Tensor:
+        if loss == "ce":
+            return F.cross_entropy(logits, y, reduction="sum")
+        return cw_margin(logits, y).sum()
+
+    return _ascend(model, x, x_adv, objective, eps=eps, step_size=step_size, steps=steps)
+
+
+def _ascend(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    objective: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+) -> torch.Tensor:
+    """L-inf signed-gradient ascent of objective(logits) from x_adv, projected each step."""
     for _ in range(steps):
         with torch.enable_grad():  # works even when the caller is under torch.no_grad()
             x_adv.requires_grad_(True)
             logits = model(x_adv).float()  # fp32 loss even under bf16 autocast
-            if loss == "ce":
-                objective = F.cross_entropy(logits, y, reduction="sum")
-            else:
-                objective = cw_margin(logits, y).sum()
-            (grad,) = torch.autograd.grad(objective, x_adv)
+            (grad,) = torch.autograd.grad(objective(logits), x_adv)
         x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
     return x_adv.detach()
 
@@ -133,14 +149,11 @@ def trades_adversary(
         p_clean = F.softmax(model(x).float(), dim=1)
     noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
     x_adv = _project(x + 0.001 * noise, x, eps)
-    for _ in range(steps):
-        with torch.enable_grad():
-            x_adv.requires_grad_(True)
-            log_p_adv = F.log_softmax(model(x_adv).float(), dim=1)
-            objective = F.kl_div(log_p_adv, p_clean, reduction="sum")
-            (grad,) = torch.autograd.grad(objective, x_adv)
-        x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
-    return x_adv.detach()
+
+    def objective(logits: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="sum")
+
+    return _ascend(model, x, x_adv, objective, eps=eps, step_size=step_size, steps=steps)
 
 
 def accuracy(

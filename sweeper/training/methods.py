@@ -29,12 +29,17 @@ def _clean(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -
     return F.cross_entropy(logits.float(), y), logits
 
 
-def _pgd_at(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -> Out:
+def _pgd_examples(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -> Tensor:
+    """PGD-k on cross-entropy from a uniform start, generated in eval mode (the protocol)."""
     with eval_mode(model):
-        x_adv = attacks.pgd(
+        return attacks.pgd(
             model, x, y, eps=cfg.eps / 255, step_size=cfg.step_size / 255, steps=cfg.steps,
             loss="ce", random_start=True, generator=gen,
         )  # fmt: skip
+
+
+def _pgd_at(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -> Out:
+    x_adv = _pgd_examples(model, x, y, cfg, gen)
     logits = model(x_adv)
     return F.cross_entropy(logits.float(), y), logits
 
@@ -74,11 +79,7 @@ def _mart(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) ->
     pushes down the strongest wrong class. The KL term is weighted per example by how
     unconfident the model is on the clean input, so misclassified examples count more.
     """
-    with eval_mode(model):
-        x_adv = attacks.pgd(
-            model, x, y, eps=cfg.eps / 255, step_size=cfg.step_size / 255, steps=cfg.steps,
-            loss="ce", random_start=True, generator=gen,
-        )  # fmt: skip
+    x_adv = _pgd_examples(model, x, y, cfg, gen)
     logits = model(x)
     logits_adv = model(x_adv)
     log_p = F.log_softmax(logits.float(), dim=1)
