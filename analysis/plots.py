@@ -61,6 +61,8 @@ def factor_effects(rows: pd.DataFrame, metric: str = "cw_acc") -> Figure:
         table = variant_table(part)
         if table.empty or table[f"{metric}_delta"].isna().all():
             continue
+        if "macs_target" in table.index.names:
+            continue  # compound scaling: deltas across budgets measure the budget, not a factor
         data.append(table[f"{metric}_delta"].dropna().to_numpy() * 100)
         names.append(f"{sweep}\n({', '.join(table.index.names)})")
     fig = Figure(figsize=(max(5.0, 1.5 * len(data) + 1.5), 4.2), layout="constrained")
@@ -183,7 +185,7 @@ def scaling_figure(fit: ScalingFit) -> Figure:
         if pooled:
             for j, (budget, sub) in enumerate(pts.groupby("budget")):
                 ax.scatter(sub["share"], sub["y"] * 100, s=10, color=f"C{j % 10}", alpha=0.7,
-                           label=f"{budget:g} G")
+                           label=f"{budget:g} GMACs")
             ax.legend(fontsize=6, ncols=2, loc="best")
         else:
             ax.scatter(pts["share"], pts["y"] * 100, s=12, color=colour, alpha=0.8)
@@ -227,6 +229,7 @@ def variant_intervals(rows: pd.DataFrame, metric: str = "cw_acc", top: int = 40)
                 label="baseline")
     if base.any():
         ax.axvline(mean[base][0], color="C3", ls=":", lw=1)
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_yticks(y, [label(k, table) for k in table.index], fontsize=7)
     several = (table["n"] > 1).any()
     ax.set_xlabel(f"{NAMES.get(metric, metric)} accuracy (%), "

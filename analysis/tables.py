@@ -51,15 +51,15 @@ BASELINE: dict[str, Any] = {
 }
 # Two-sided 95% Student t quantiles by degrees of freedom (no scipy in analysis/).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 40: 2.021,
+         60: 2.000, 120: 1.980}
 
 
 def t975(dof: int) -> float:
-    """The 97.5% t quantile (conservative: the next tabulated smaller dof); 1.96 past 30."""
+    """The 97.5% t quantile (conservative: the next tabulated smaller dof, so 1.980 past
+    120 rather than the limit 1.96, which is too narrow for 30-odd dof)."""
     if dof < 1:
         return float("nan")
-    if dof > 30:
-        return 1.96
     return _T975[max(k for k in _T975 if k <= dof)]
 
 
@@ -220,11 +220,14 @@ def summarize(rows: pd.DataFrame, metric: str = "cw_acc") -> pd.DataFrame:
             factors = study_factors(with_factor_columns(ok))
             table = variant_table(ok, factors)
             best = table[metric].idxmax() if table[metric].notna().any() else None
+            # across budgets (compound scaling) no network is a baseline for the others
+            budgets = "macs_target" in factors
             line.update(
                 factors=", ".join(factors) or "-", variants=len(table),
-                baseline=label(table.index[table["baseline"]][0], table),
+                baseline="-" if budgets else label(table.index[table["baseline"]][0], table),
                 best=label(best, table) if best is not None else "-",
-                best_delta=table.loc[best, f"{metric}_delta"] if best is not None else np.nan,
+                best_delta=table.loc[best, f"{metric}_delta"]
+                if best is not None and not budgets else np.nan,
                 spread=table[metric].max() - table[metric].min(),
             )
         out.append(line)

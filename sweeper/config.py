@@ -10,13 +10,13 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sweeper.models.spec import ArchSpec
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -51,6 +51,14 @@ class TrainConfig(_Section):
     beta: float = Field(6.0, ge=0)  # TRADES / MART regulariser weight
     ema: float | None = Field(None, gt=0, lt=1)  # weight-averaging decay; None: off
 
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        # Epoch numbers here (e.g. [75, 90]) would silently switch the lr drops off.
+        if any(not 0 < m <= 1 for m in v) or list(v) != sorted(v):
+            raise ValueError(f"expected increasing fractions of the run in (0, 1], got {list(v)}")
+        return v
+
 
 class EvalConfig(_Section):
     eps: float = Field(8.0, ge=0)  # 1/255 pixel units
@@ -63,6 +71,24 @@ class EvalConfig(_Section):
     aa_attacks: tuple[str, ...] | None = None  # with aa_version=custom
     batch_size: int = Field(500, ge=1)
     history_pgd_steps: int = Field(10, ge=0)  # PGD steps of the per-epoch holdout check
+
+    @model_validator(mode="after")
+    def _aa_attacks_match_version(self) -> EvalConfig:
+        """Checked here, not after training: a bad pairing would fail the trial at its end."""
+        from sweeper.attacks import AA_ATTACKS
+
+        if self.aa_version != "custom" and self.aa_attacks is not None:
+            raise ValueError(
+                f"aa_attacks: only with aa_version: custom (got aa_version: {self.aa_version})"
+            )
+        if self.aa_version == "custom":
+            unknown = sorted(set(self.aa_attacks or ()) - set(AA_ATTACKS))
+            if not self.aa_attacks or unknown:
+                raise ValueError(
+                    f"aa_attacks: aa_version custom needs a list from {', '.join(AA_ATTACKS)}"
+                    + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+                )
+        return self
 
 
 class RuntimeConfig(_Section):

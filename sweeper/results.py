@@ -85,8 +85,19 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def _dataset(uri: str) -> pads.Dataset | None:
     fs, path = location(uri)
+    try:
+        return _discover(fs, path)
+    except (pa.ArrowException, OSError) as err:
+        raise SweeperError(f"{uri}: cannot read result rows: {_first_line(err)}") from None
+
+
+def _discover(fs: pafs.FileSystem, path: str) -> pads.Dataset | None:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return None
@@ -110,7 +121,29 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     data = _dataset(uri)
     if data is None:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
-    return data.to_table(columns=columns)
+    try:
+        table = data.to_table(columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise _unreadable(data, uri, err) from None
+    if any(table.column(c).null_count for c in ("trial_id", "status") if c in table.column_names):
+        raise _unreadable(data, uri, None)
+    return table
+
+
+def _unreadable(data: pads.Dataset, uri: str, err: BaseException | None) -> SweeperError:
+    """Name the file that is damaged or is no result row (a foreign Parquet file)."""
+    for fragment in data.get_fragments():
+        try:
+            names = fragment.physical_schema.names
+            fragment.to_table(schema=SCHEMA)
+        except (pa.ArrowException, OSError) as bad:
+            return SweeperError(f"{fragment.path}: not a readable result row: {_first_line(bad)}")
+        if "trial_id" not in names or "status" not in names:
+            return SweeperError(
+                f"{fragment.path}: not a sweeper result row (no trial_id or status column)"
+            )
+    why = _first_line(err) if err is not None else "rows without a trial_id or status"
+    return SweeperError(f"{uri}: cannot read result rows: {why}")
 
 
 def read(uri: str) -> pd.DataFrame:
@@ -133,7 +166,10 @@ def read_row(sweep_uri: str, trial_id: str) -> dict[str, Any] | None:
     """One trial's row, or None when it has none yet."""
     fs, path = location(sweep_uri)
     final = f"{path}/{trial_id}.parquet"
-    if fs.get_file_info(final).type != pafs.FileType.File:
-        return None
-    rows = pq.read_table(final, filesystem=fs, schema=SCHEMA).to_pylist()
+    try:
+        if fs.get_file_info(final).type != pafs.FileType.File:
+            return None
+        rows = pq.read_table(final, filesystem=fs, schema=SCHEMA).to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        raise SweeperError(f"{final}: not a readable result row: {_first_line(err)}") from None
     return rows[0] if rows else None

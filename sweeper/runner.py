@@ -22,6 +22,7 @@ from typing import Any
 
 from sweeper import results
 from sweeper.config import TrialConfig
+from sweeper.errors import SweeperError
 from sweeper.space import METRICS, SearchSpace, expand, resolve_point, search_params
 
 TrialFn = Callable[..., dict[str, Any]]
@@ -130,7 +131,11 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
             row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True)
         except Exception as err:  # noqa: BLE001 - a trial's bug is its row, not the sweep's end
             row = failed_row(config, f"{type(err).__name__}: {err}")
-        results.write_row(sweep_uri, row)
+        kept = results.read_row(sweep_uri, config.trial_id) if row["status"] != "ok" else None
+        if kept is not None and kept["status"] == "ok":
+            row = kept  # never replace an ok row (a second driver's) with a failure
+        else:
+            results.write_row(sweep_uri, row)
         tune.report({**_metrics(row, search.metric, worst), "trial_id": config.trial_id})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -259,7 +264,10 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
 
     space = plan.space
     fs, base = results.location(plan.sweep_uri)
-    fs.create_dir(f"{base}/_ray", recursive=True)
+    try:
+        fs.create_dir(f"{base}/_ray", recursive=True)
+    except OSError as err:  # e.g. --results names a file, or a read-only location
+        raise SweeperError(f"{plan.sweep_uri}: cannot create the results folder: {err}") from None
     storage: dict[str, Any] = {"storage_path": f"{base}/_ray"}
     if "://" in plan.sweep_uri:
         storage["storage_filesystem"] = fs
@@ -294,7 +302,10 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
     with progress:
         grid = tuner.fit()
     _record_lost_trials(plan, grid)
-    _drop_checkpoints(fs, f"{base}/_ray/{run_config.name}")
+    # Ctrl+C (SIGINT) or SIGUSR1 ends tuner.fit() normally, its running trials marked
+    # TERMINATED: keep the checkpoints unless every trial made its final report (or errored)
+    if all(r.error is not None or "status" in (r.metrics or {}) for r in grid):
+        _drop_checkpoints(fs, f"{base}/_ray/{run_config.name}")
 
 
 def _drop_checkpoints(fs: Any, run_dir: str) -> None:

@@ -33,6 +33,11 @@ def _known_points(plan: Plan) -> tuple[list[dict[str, Any]], list[float]]:
                 if not index:
                     break
                 value = index[0]
+            else:
+                if isinstance(value, list) and value and all(v == value[0] for v in value):
+                    value = value[0]  # a per-stage scalar stored as 3 copies
+                if not _inside(dist, value):  # e.g. a row of an earlier, wider range
+                    break
             point[key] = value
         else:
             points.append(point)
@@ -50,6 +55,18 @@ def _lookup(config: dict[str, Any], key: str) -> Any:
         else:
             return None
     return value
+
+
+def _inside(dist: Any, value: Any) -> bool:
+    """A stored number lies in a numeric distribution (Optuna refuses a warm-start point
+    outside its distribution, and a point outside the space would mislead the sampler)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if dist.randint is not None:
+        low, high = dist.randint
+        return isinstance(value, int) and low <= value < high
+    low, high = dist.uniform or dist.loguniform
+    return low <= value <= high
 
 
 def _same(choice: Any, stored: Any) -> bool:

@@ -7,7 +7,7 @@ and pooled over budgets with one intercept per budget (a shared curve shape, sin
 a bigger budget lifts accuracy everywhere). Uncertainty comes from a bootstrap over
 networks, and no maximum is claimed that the data do not show: a vertex outside (or
 at the edge of) the sampled shares, or a curve that opens upward, is reported as
-"no interior optimum".
+"no interior optimum", and so is a downward bend whose bootstrap interval reaches zero.
 """
 
 from __future__ import annotations
@@ -72,8 +72,12 @@ def prepare(
     missing = [c for c in needed if c not in rows]
     if missing:
         raise SweeperError(f"results lack the column(s) {missing} needed to fit {metric}")
+    if not pd.api.types.is_numeric_dtype(rows[metric]) and rows[metric].notna().any():
+        raise SweeperError(f"{metric} is not a numeric column: cannot fit it")
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows
-    ok = ok[ok[metric].notna()]
+    ok = ok[np.isfinite(pd.to_numeric(ok[metric], errors="coerce").astype(float))]
+    arch = ok[[*_DEPTHS, *_WIDTHS]].apply(pd.to_numeric, errors="coerce").astype(float)
+    ok = ok[np.isfinite(arch).all(axis=1)]  # a row without its depths/widths has no share
     if ok.empty:
         raise SweeperError(f"no ok rows with a value of {metric} to fit")
     out = pd.DataFrame(
@@ -86,7 +90,12 @@ def prepare(
     arch_cols = [c for c in ("block", *_DEPTHS, *_WIDTHS) if c in ok]
     keys = ok[arch_cols].astype(str).agg("|".join, axis=1).to_numpy()
     out["network"] = pd.factorize(pd.Series(out["budget"].astype(str) + "|" + keys))[0]
-    return out[out["budget"].notna()].reset_index(drop=True)
+    out = out[out["budget"].notna()].reset_index(drop=True)
+    if out.empty:
+        raise SweeperError(
+            f"no ok row of {metric} has a budget: `macs_target` and `macs` are missing"
+        )
+    return out
 
 
 def _design(share: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -222,6 +231,13 @@ def _fit(
         )
         return opt
     x = _design(share, groups, len(budgets))
+    cells = len({(g, s) for g, s in zip(groups, np.round(share, 6))})
+    if cells <= x.shape[1]:
+        opt.reason = (
+            f"too few points: {cells} distinct (budget, depth share) points for "
+            f"{x.shape[1]} coefficients, a fit with no residual left"
+        )
+        return opt
     coef = _lstsq(x, y)
     if coef is None:
         opt.reason = "the design is degenerate (collinear shares within budgets)"
@@ -230,7 +246,10 @@ def _fit(
     # within-budget R^2: the share of the variance around each budget's mean that the curve
     # explains (with several budgets, their offsets alone would otherwise give R^2 near 1)
     ss_tot = float(((y - pts.groupby("budget")["y"].transform("mean").to_numpy()) ** 2).sum())
-    opt.r2 = 1 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else None
+    if not ss_tot > 0:
+        opt.reason = "the metric does not vary within budgets: no maximum"
+        return opt
+    opt.r2 = 1 - float((resid**2).sum()) / ss_tot
     opt.coef = tuple(float(c) for c in coef)
     vertex, interior = _vertex(coef[0], coef[1], lo, hi)
     opt.vertex = vertex if np.isfinite(vertex) else None
@@ -241,18 +260,27 @@ def _fit(
             f"the vertex ({vertex:.3f}) is outside or at the edge of the sampled "
             f"shares {lo:.2f}-{hi:.2f}: accuracy only rises towards one end"
         )
-    opt.interior = interior
     boot = _bootstrap(pts, groups, len(budgets), n_boot, rng)
     opt.boot_coef = boot
     if len(boot):
         inside = [v for v, ok in (_vertex(a, b, lo, hi) for a, b in boot[:, :2]) if ok]
         opt.boot_interior = len(inside) / n_boot
+        a_high = float(np.percentile(boot[:, 0], 97.5))
+        if interior and a_high >= 0:  # noise alone bends a quadratic down half the time
+            interior = False
+            opt.reason = (
+                f"the curvature is not significant (95% bootstrap interval of the s^2 "
+                f"coefficient reaches {a_high:+.3g}): no maximum the data show"
+            )
         if interior:
             opt.depth_share = vertex
-            if inside:
-                opt.ci_low, opt.ci_high = (float(q) for q in np.percentile(inside, [2.5, 97.5]))
+            # every resample's maximum, also outside the sampled shares: dropping those
+            # would cut the interval's tails off at the data's edge
+            maxima = [-b / (2 * a) for a, b in boot[:, :2] if a < 0]
+            opt.ci_low, opt.ci_high = (float(q) for q in np.percentile(maxima, [2.5, 97.5]))
     elif interior:
         opt.depth_share = vertex
+    opt.interior = interior
     return opt
 
 

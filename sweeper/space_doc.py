@@ -37,6 +37,8 @@ class Dist(_Strict):
         if len(kinds) != 1:
             raise ValueError("expected exactly one of choice, uniform, loguniform, randint")
         lo, hi = self.uniform or self.loguniform or self.randint or (0, 1)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"expected finite bounds, got [{lo}, {hi}]")
         if not lo < hi:
             raise ValueError(f"expected low < high, got [{lo}, {hi}]")
         if self.loguniform and lo <= 0:

@@ -11,6 +11,7 @@ import copy
 import functools
 import itertools
 import json
+import math
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -110,16 +111,22 @@ def _axis_options(space: SearchSpace, index: int) -> list[list[Assignment]]:
 
 def cells(space: SearchSpace) -> list[list[Assignment]]:
     """The product of all axes: one list of assignments per cell (no seeds yet)."""
-    options = [_axis_options(space, i) for i in range(len(space.doc.axes))]
-    size = 1
-    for opts in options:
-        size *= len(opts)
+    size = 1  # counted before any list is built: a typo'd grid must not fill the memory
+    for axis in space.doc.axes:
+        if axis.grid is not None:
+            size *= math.prod(len(v) for v in axis.grid.values())
+        elif axis.zip is not None:
+            size *= len(next(iter(axis.zip.values())))
+        else:
+            assert axis.sample is not None
+            size *= axis.sample.n or space.doc.search.num_samples or 1
     if size * len(space.doc.seeds) > MAX_CELLS:
         raise ConfigError(
             f"expands to {size * len(space.doc.seeds)} trials, more than {MAX_CELLS}",
             file=space.file,
             key="axes",
         )
+    options = [_axis_options(space, i) for i in range(len(space.doc.axes))]
     return [[a for part in combo for a in part] for combo in itertools.product(*options)]
 
 

@@ -160,3 +160,48 @@ def test_demo_without_training(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert demo.main(["--synthetic", "--out", str(tmp_path), "--bootstrap", "0"]) == 0
     assert "FAKE" in capsys.readouterr().out
     assert (tmp_path / "report" / "compound_scaling.png").is_file()
+
+
+def test_t_quantile_stays_conservative_past_30_dof() -> None:
+    # t(0.975, 31) = 2.040, t(0.975, 60) = 2.000: 1.96 would be too narrow
+    assert tables.t975(31) >= 2.040 and tables.t975(60) >= 2.000
+    assert tables.t975(1000) >= 1.96
+    assert tables.t975(30) == pytest.approx(2.042)
+
+
+def test_no_baseline_deltas_across_budgets() -> None:
+    """Compound scaling: a 40-GMACs network minus a 5-GMACs one is the budget, not a factor."""
+    from analysis import plots
+
+    compound = scaling_rows((5, 40), np.arange(0.3, 0.91, 0.1))
+    rows = pd.concat([compound, study_rows("normalization", seeds=(0, 1))])
+    line = tables.summarize(rows).set_index("sweep").loc["compound"]
+    assert line["baseline"] == "-" and pd.isna(line["best_delta"])
+    fig = plots.factor_effects(rows)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(labels) == 1 and labels[0].startswith("normalization")
+
+
+def test_scaling_figure_names_budgets_in_gmacs() -> None:
+    from analysis import plots
+    from sweeper.scaling import fit_scaling
+
+    fit = fit_scaling(scaling_rows((5, 10), np.arange(0.3, 0.91, 0.05)), n_boot=20)
+    pooled = plots.scaling_figure(fit).axes[-1]
+    assert [t.get_text() for t in pooled.get_legend().get_texts()] == ["5 GMACs", "10 GMACs"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["--metric", "depth1"], "--metric: expected one of"), (["--out", "FILE"], "--out")],
+)
+def test_report_bad_options_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    write_results(study_rows("normalization"), tmp_path / "res")
+    (tmp_path / "FILE").write_text("a file, not a folder")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
+    assert main(["report", str(tmp_path / "res"), *out, *args]) == 2  # was a traceback
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err, err

@@ -122,3 +122,21 @@ def test_unknown_model_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["calibrate", "--quick", "--models", "nope", "--out", str(out)]) == 2
     assert "choose from: tiny-w1, tiny-w2" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("device", ["nope", "cpu:x", "cuda:99"])
+def test_bad_device_is_a_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], device: str
+) -> None:
+    out = tmp_path / "c.json"
+    assert main(["calibrate", "--quick", "--device", device, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --device") and "\n" not in err, err
+    assert not out.exists()
+
+
+def test_unwritable_out_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["calibrate", "--quick", "--device", "cpu", "--steps", "1", "--models", "tiny-w1"]
+    assert main([*args, "--out", str(tmp_path)]) == 2  # a folder
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --out") and str(tmp_path) in err and "\n" not in err, err

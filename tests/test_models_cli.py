@@ -43,6 +43,8 @@ BAD_YAML = [
     ("widths: [1, 2]\n", "widths"),
     ("- 1\n- 2\n", "mapping"),
     ("colour: red\n", "colour"),
+    ("preset: [wrn-28-10]\n", "preset"),  # unhashable: was a TypeError traceback
+    ("widths: [1e400, 1, 1]\n", "infinity"),  # was an OverflowError traceback
 ]
 
 
@@ -82,9 +84,19 @@ def test_scale_table(capsys) -> None:
         (["--target-gmacs", "5", "--block", "resnext"], "--block"),
         (["--target-gmacs", "5", "--depth-share", "1.5"], "--depth-share"),
         (["--target-gmacs", "-1"], "--target-gmacs"),
+        (["--target-gmacs", "nan"], "--target-gmacs"),  # was a table of nonsense, exit 0
+        (["--target-gmacs", "inf"], "--target-gmacs"),  # was a traceback
     ],
 )
 def test_scale_bad_input(capsys, args: list[str], needle: str) -> None:
     assert main(["scale", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and needle in err
+
+
+def test_model_file_not_utf8_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "arch.yaml"
+    path.write_bytes(b"\xff\xfe\x00")
+    assert main(["model", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(path) in err, err

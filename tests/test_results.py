@@ -92,3 +92,57 @@ def test_status_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["status", str(tmp_path / "s")]) == 0
     assert "s: 3 trials" in capsys.readouterr().out
     assert main(["status", str(tmp_path / "nothing")]) == 2
+
+
+def test_damaged_or_foreign_files_are_one_line_errors_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from sweeper.cli import main
+    from sweeper.errors import SweeperError
+
+    sweep = tmp_path / "s"
+    results.write_row(str(sweep), row("a"))
+    (sweep / "b.parquet").write_bytes(b"not parquet")  # e.g. a copy cut short
+    with pytest.raises(SweeperError, match="b.parquet"):
+        results.status_by_id(str(sweep))
+    with pytest.raises(SweeperError, match="b.parquet"):
+        results.read_row(str(sweep), "b")
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "b.parquet" in err, err
+    (sweep / "b.parquet").unlink()
+    pd.DataFrame({"x": [1, 2]}).to_parquet(sweep / "summary.parquet")  # not a result row
+    for command in ("status", "report"):
+        assert main([command, str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "summary.parquet" in err and "\n" not in err, err
+
+
+def test_rows_of_an_older_schema_read_with_missing_columns_null(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweeper.schema import SCHEMA
+
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    old = pa.Table.from_pylist([row("old")], schema=SCHEMA).drop(["aa_n", "history"])
+    pq.write_table(old, sweep / "old.parquet")
+    results.write_row(str(sweep), row("new"))
+    assert results.done_ids(str(sweep)) == {"old", "new"}  # still skipped by a rerun
+    frame = results.read(str(sweep))
+    assert list(frame.columns) == COLUMNS and frame["aa_n"].isna().all()
+    assert results.read_row(str(sweep), "old")["history"] is None
+
+
+def test_status_best_rows_stay_within_their_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from sweeper.cli import main
+
+    # the same config in two studies has the same trial_id (the sweep name is not hashed)
+    results.write_row(str(tmp_path / "depth"), row("base", sweep="depth", acc=0.4))
+    results.write_row(str(tmp_path / "width"), row("base", sweep="width", acc=0.6))
+    assert main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("│ base") == 2, out  # one best row per sweep, not two

@@ -251,3 +251,90 @@ def test_a_local_instance_listens_on_loopback_only(ray_instance: str) -> None:
         mapped = getattr(address, "ipv4_mapped", None)
         assert (mapped or address).is_loopback, f"{name} listens on {ip}"
     assert ray_instance.startswith("127.0.0.1:")
+
+
+def test_optuna_warm_start_skips_rows_outside_the_current_ranges(tmp_path: Path) -> None:
+    """A rerun with a narrowed range (or rows of an earlier space) must not crash Optuna."""
+    from sweeper.runner import make_plan
+    from sweeper.runner_search import _known_points, optuna_search
+    from sweeper.trial import config_columns
+
+    grid = "axes:\n  - grid: {train.lr: [0.01, 0.1], arch.kernel_size: [3, 5]}\n"
+    for config in make_plan(load(space_file(tmp_path, "narrow", grid)), str(tmp_path)).configs:
+        row = empty_row()
+        now = datetime.now(timezone.utc)
+        row.update(config_columns(config), status="ok", clean_acc=0.5, cw_acc=0.3,
+                   started_at=now, ended_at=now)  # fmt: skip
+        results.write_row(str(tmp_path / "narrow"), row)
+    body = """
+        axes:
+          - sample:
+              params:
+                train.lr: {loguniform: [0.05, 0.2]}
+                arch.kernel_size: {randint: [1, 4]}
+        search: {method: optuna, num_samples: 8}
+    """
+    plan = make_plan(load(space_file(tmp_path, "narrow", body)), str(tmp_path))
+    points, rewards = _known_points(plan)
+    assert points == [{"train.lr": 0.1, "arch.kernel_size": 3}] and rewards == [0.3]
+    dists, searcher = optuna_search(plan)
+    searcher.set_search_properties(None, None, dists)  # Optuna validates the points here
+
+
+def test_a_results_location_that_is_a_file_is_one_error(tmp_path: Path) -> None:
+    from sweeper.errors import SweeperError
+    from sweeper.runner import _fit, make_plan
+
+    (tmp_path / "r").write_text("not a folder")
+    path = space_file(tmp_path, "file", "")
+    plan = make_plan(load(path), str(tmp_path / "r"))
+    with pytest.raises(SweeperError, match="cannot create the results folder"):
+        _fit(plan, RunOptions(results=str(tmp_path / "r"), progress=False), fake_trial)
+
+
+DRIVER_PID = os.getpid()  # captured by value in the workers
+
+
+def interrupting_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
+                       on_epoch: Any = None, catch: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Checkpoints one epoch, then the researcher presses Ctrl+C (Tune also stops on SIGUSR1)."""
+    assert checkpoint_dir is not None and on_epoch is not None
+    Path(checkpoint_dir, "epoch1").write_text("1")
+    on_epoch({"epoch": 1, "holdout_pgd_acc": 0.1})
+    os.kill(DRIVER_PID, signal.SIGUSR1)
+    time.sleep(120)  # stopped by Tune long before this ends
+    raise AssertionError("not stopped")
+
+
+def test_an_interrupted_run_keeps_the_checkpoints_of_unfinished_trials(tmp_path: Path) -> None:
+    path = space_file(tmp_path, "intr", "axes:\n  - grid: {arch.activation: [relu]}\n")
+    opts = RunOptions(results=str(tmp_path / "r"), progress=False, max_failures=0)
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        summary = run_sweep(load(path), opts, trial_fn=interrupting_trial)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert summary.rows.empty  # nothing finished
+    [config] = summary.plan.to_run
+    left = list((tmp_path / "r" / "intr" / "_ray").glob(f"*/{config.trial_id}/checkpoint_*"))
+    assert left and (left[0] / "epoch1").is_file(), "the rerun would start from scratch"
+    again = run_sweep(load(path), opts, trial_fn=fake_trial)
+    assert list(again.rows["status"]) == ["ok"]
+    runs_dir = tmp_path / "r" / "intr" / "_ray"
+    assert [p.parent.parent for p in runs_dir.glob("*/*/checkpoint_*")] == [left[0].parent.parent]
+
+
+def racing_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
+                 on_epoch: Any = None, catch: bool = True) -> dict[str, Any]:  # fmt: skip
+    """A second driver on the same sweep finishes this trial while ours then fails."""
+    sweep_uri = os.path.join(Path(LOG_DIR, "race-results").read_text(), config.sweep)
+    results.write_row(sweep_uri, fake_trial(config))
+    raise RuntimeError("out of memory")
+
+
+def test_a_failure_never_replaces_an_ok_row_written_meanwhile(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    Path(LOG_DIR, "race-results").write_text(str(out))
+    path = space_file(tmp_path, "race", "axes:\n  - grid: {arch.activation: [relu]}\n")
+    summary = run_sweep(load(path), RunOptions(results=str(out), progress=False), racing_trial)
+    assert list(summary.rows["status"]) == ["ok"]

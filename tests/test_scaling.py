@@ -169,3 +169,65 @@ def test_cli_picks_the_scaling_sweep_of_a_results_root(
     assert "distinct depth share" in capsys.readouterr().err
     write_results(study_rows("se", seeds=(0,)), tmp_path)
     assert main(["fit-scaling", str(tmp_path), "--sweep", "nope"]) == 2
+
+
+def test_noise_without_curvature_claims_no_optimum() -> None:
+    """Noise alone bends a fitted quadratic down half the time; no vertex may be claimed
+    unless the curvature's bootstrap interval excludes zero."""
+    claims = 0
+    for seed in range(10):
+        rows = _planted(0.7, seed=seed, curvature=0.0, noise=0.003)
+        fit = fit_scaling(rows, n_boot=100, seed=seed)
+        claims += fit.pooled.interior
+        if not fit.pooled.interior:
+            assert fit.pooled.depth_share is None and fit.pooled.reason
+    assert claims == 0
+
+
+def test_ci_keeps_resampled_maxima_beyond_the_shares() -> None:
+    """A weak curve whose resampled maxima often fall past the data: the interval says so
+    instead of being cut off at the largest sampled share."""
+    fit = fit_scaling(_planted(0.7, budgets=(10,), seed=4, curvature=-0.05, noise=0.003),
+                      n_boot=200)
+    opt = fit.budgets[0]
+    assert opt.interior and opt.boot_interior < 0.95
+    assert opt.ci_high > opt.share_range[1]
+
+
+def test_pathological_metrics_are_clear_errors(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    base = _planted(0.7, budgets=(5, 10))
+    inf = base.copy()
+    inf.loc[inf.index[0], "cw_acc"] = np.inf  # dropped like NaN, not a nan vertex
+    assert fit_scaling(inf, n_boot=20).budgets[0].n == (base["macs_target"] == 5).sum() - 1
+    flat = base.assign(cw_acc=0.5)  # no variation: no (rounding-error) optimum
+    fit = fit_scaling(flat, n_boot=20)
+    assert not any(o.interior for o in [fit.pooled, *fit.budgets])
+    assert "does not vary" in fit.pooled.reason
+    exact = pd.concat([base[base["macs_target"] == 5].iloc[[0, 5]],
+                       base[base["macs_target"] == 10].iloc[[20, 25]]])
+    with pytest.raises(SweeperError, match="no residual"):  # 4 points, 4 coefficients
+        fit_scaling(exact)
+    cases = {
+        "nullcol": base.assign(cw_acc=None),
+        "nobudget": base.assign(macs_target=np.nan, macs=None),
+        "nodepth": base.assign(depth1=None),
+    }
+    for name, rows in cases.items():
+        write_results(rows, tmp_path / name)
+        assert main(["fit-scaling", str(tmp_path / name / "compound")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert main(["fit-scaling", str(tmp_path / "nullcol" / "compound"), "--metric", "block"]) == 2
+    assert "not a numeric column" in capsys.readouterr().err
+
+
+def test_cli_unwritable_plot_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_results(_planted(0.7, budgets=(5, 10)), tmp_path / "results")
+    (tmp_path / "file").write_text("not a folder")
+    args = ["fit-scaling", str(tmp_path / "results" / "compound"), "--bootstrap", "0"]
+    assert main([*args, "--plot", str(tmp_path / "file" / "fit.png")]) == 2  # was a traceback
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --plot") and "\n" not in err, err

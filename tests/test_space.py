@@ -185,6 +185,8 @@ def test_preset_axes_with_indexed_keys(tmp_path: Path) -> None:
         ("axes:\n  - sample: {params: {train.lr: {uniform: [1, 2]}}}\n", "sample.n"),
         ("axes: [{grid: {arch.depths.5: [1]}}]\n", "index 5 out of range"),
         ("search: {method: optuna, num_samples: 3}\n", "only sample axes"),
+        ("axes:\n  - sample: {n: 2, params: {train.lr: {uniform: [0, .inf]}}}\n",
+         "train.lr: expected finite bounds"),  # every draw was lr=inf
     ],
 )  # fmt: skip
 def test_errors_name_file_key_and_expectation(tmp_path: Path, body: str, expected: str) -> None:
@@ -234,3 +236,20 @@ def test_dry_run_json_lists_trials(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_shipped_spaces_load() -> None:
     for path in sorted((Path(__file__).parents[1] / "search_spaces").glob("[!_]*.yaml")):
         assert load(path).name
+
+
+def test_too_many_trials_is_refused_before_any_cell_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sweeper import space_expand
+
+    def built(*args: object) -> None:
+        raise AssertionError("built the axis options first (a 10^8 grid fills the memory)")
+
+    keys = ["train.lr", "train.beta", "train.epochs", "train.steps", "train.batch_size",
+            "train.step_size", "train.eps", "seed"]  # fmt: skip
+    grid = ", ".join(f"{k}: [{', '.join(str(v) for v in range(1, 11))}]" for k in keys)
+    path = write(tmp_path, f"axes:\n  - grid: {{{grid}}}\n")
+    monkeypatch.setattr(space_expand, "_axis_options", built)
+    with pytest.raises(ConfigError, match="expands to 100000000 trials, more than 100000"):
+        expand(load(path))

@@ -185,3 +185,22 @@ def test_ema_is_the_evaluated_model() -> None:
     result = fit(trial_config(method="clean", epochs=1, ema=0.99))
     assert all(not p.requires_grad for p in result.model.parameters())
     assert not result.model.training
+
+
+def test_milestones_in_epochs_are_rejected_not_ignored() -> None:
+    """[75, 90] (epochs, not fractions) would otherwise switch the lr drops off silently."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="fractions of the run"):
+        TrainConfig(milestones=(75, 90))
+    with pytest.raises(ValidationError, match="fractions of the run"):
+        TrainConfig(milestones=(0.9, 0.75))
+    assert TrainConfig(milestones=(0.5, 1.0)).milestones == (0.5, 1.0)
+
+
+@pytest.mark.parametrize("fields", [{"lr": math.inf}, {"weight_decay": math.nan}])
+def test_non_finite_hyperparameters_are_rejected(fields: dict[str, float]) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="finite number"):
+        TrainConfig(**fields)

@@ -133,6 +133,25 @@ def test_invalid_architecture_gives_a_failed_row() -> None:
         run_trial({"seed": object()})
 
 
+@pytest.mark.parametrize(
+    "aa",
+    [
+        {"aa_version": "custom", "aa_attacks": None},  # custom without a list
+        {"aa_version": "custom", "aa_attacks": ["apgd_ce"]},  # misspelt name
+        {"aa_version": "standard", "aa_attacks": ["apgd-ce"]},  # list the version ignores
+    ],
+)
+def test_autoattack_settings_fail_before_training(aa: dict[str, Any]) -> None:
+    """A bad AutoAttack setting is a config error up front, not a failure after training."""
+    row = run_trial(tiny(eval=aa))
+    assert_schema(row)
+    assert row["status"] == "failed" and row["error"].startswith("ConfigError: ")
+    assert "aa_attacks" in row["error"] and row["train_seconds"] is None
+    assert json.loads(row["history"]) == []
+    with pytest.raises(ConfigError, match="aa_attacks"):
+        run_trial(tiny(eval=aa), catch=False)
+
+
 def test_class_count_must_match_the_data() -> None:
     row = run_trial(tiny(arch={"num_classes": 7}))
     assert_schema(row)
@@ -223,3 +242,31 @@ def test_cli_bad_config_is_one_line_exit_2(
     assert main(["trial", str(path), *sets]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(path) in err and needle in err, err
+
+
+def test_cli_failed_trial_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(f"data: {{dataset: cifar10}}\nruntime: {{data_dir: '{tmp_path}'}}\n")
+    assert main(["trial", str(path)]) == 1  # no CIFAR there: a failed row, not success
+    assert "error: DataError" in capsys.readouterr().err
+
+
+def test_cli_trial_file_not_utf8_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"\xff\xfe\x00")
+    assert main(["trial", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(path) in err, err
+
+
+def test_trial_set_indexes_a_preset_list_as_run_does(tmp_path: Path) -> None:
+    from sweeper.cli.trial_cmds import load_trial_config
+
+    path = tmp_path / "t.yaml"
+    path.write_text("arch: {preset: wrn-28-10}\n")
+    cfg = load_trial_config(path, ["arch.depths.0=2"])
+    assert cfg.arch.depths == (2, 4, 4)
+    cfg = load_trial_config(path, ["arch=wrn-34-10", "arch.widths.2=1"])
+    assert cfg.arch.depths == (5, 5, 5) and cfg.arch.widths == (10, 10, 1)

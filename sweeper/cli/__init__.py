@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # a command's typer.Exit(n) returns n
     except SweeperError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         show()
         return int(getattr(err, "exit_code", 2))
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import typer
 
 from sweeper.errors import SweeperError
 
+ACCURACIES = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
+
 
 def _analysis(module: str) -> Any:
     """Import analysis.<module> lazily: pandas plotting stays off the CLI's start-up path."""
@@ -55,7 +57,10 @@ def fit_scaling_cmd(
     fit = fit_scaling(rows, metric=metric, budgets=_budgets(budgets), n_boot=bootstrap, seed=seed)
     if plot is not None:
         plots = _analysis("plots")
-        plots.save(plots.scaling_figure(fit), plot)
+        try:
+            plots.save(plots.scaling_figure(fit), plot)
+        except OSError as err:
+            raise SweeperError(f"--plot: cannot write {plot}: {err.strerror or err}") from None
     if as_json:
         print(json.dumps(fit.to_json(), indent=2))
         return
@@ -129,6 +134,12 @@ def report_cmd(
     rows = _analysis("tables").load(results)
     if metric not in rows:
         raise SweeperError(f"--metric: {metric!r} is not a column of the results")
+    if metric not in ACCURACIES:  # the tables rank networks by an accuracy column only
+        raise SweeperError(f"--metric: expected one of {', '.join(ACCURACIES)}, got {metric!r}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SweeperError(f"--out: cannot make the folder {out}: {err.strerror or err}") from None
     path = _analysis("report").write_report(
         rows, out, metric=metric, bootstrap=bootstrap, origin=str(results)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ def _load_arch(name_or_file: str) -> Any:
         raise ConfigError("no such file", file=file)
     try:
         data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read the file ({err.strerror})", file=file) from None
+    except UnicodeDecodeError:
+        raise ConfigError("expected UTF-8 text", file=file) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed YAML: {' '.join(str(err).split())}", file=file) from None
     if data is None:
@@ -39,7 +44,7 @@ def _load_arch(name_or_file: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of ArchSpec fields", file=file)
     preset = data.get("preset")
-    if preset is not None and preset not in PRESETS:
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
         raise ConfigError(
             f"unknown preset {preset!r}; choose from: {', '.join(sorted(PRESETS))}",
             file=file,
@@ -49,6 +54,8 @@ def _load_arch(name_or_file: str) -> Any:
         return resolve_arch(data)
     except ValidationError as err:
         raise from_validation_error(err, file=file) from None
+    except (ValueError, TypeError, OverflowError) as err:  # a validator of the models package
+        raise ConfigError(f"invalid: {str(err).splitlines()[0]}", file=file) from None
 
 
 def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
@@ -81,7 +88,11 @@ def model(
     from sweeper.models import count_macs, count_params
 
     spec = _load_arch(name_or_file)
-    params, macs = count_params(spec), count_macs(spec)
+    try:
+        params, macs = count_params(spec), count_macs(spec)
+    except (ValueError, OverflowError, RuntimeError) as err:  # e.g. a width too big to build
+        raise ConfigError(f"cannot count the network: {str(err).splitlines()[0]}",
+                          file=name_or_file) from None  # fmt: skip
     if as_json:
         out = {
             "name": name_or_file,
@@ -110,8 +121,8 @@ def scale(
 
     from sweeper.models import BLOCKS, count_macs, count_params, robust_scaling
 
-    if target_gmacs <= 0:
-        raise ConfigError(f"must be positive, got {target_gmacs}", key="--target-gmacs")
+    if not math.isfinite(target_gmacs) or target_gmacs <= 0:
+        raise ConfigError(f"must be positive and finite, got {target_gmacs}", key="--target-gmacs")
     if not 0 < depth_share < 1:
         raise ConfigError(f"must be in (0, 1), got {depth_share}", key="--depth-share")
     if block not in BLOCKS:
@@ -120,9 +131,12 @@ def scale(
         )
     try:
         spec = robust_scaling(target_gmacs, depth_share=depth_share, block=block)
+        macs, params = count_macs(spec), count_params(spec)
     except ValidationError as err:
         raise from_validation_error(err) from None
-    macs, params = count_macs(spec), count_params(spec)
+    except (ValueError, OverflowError, RuntimeError) as err:  # too big to build and count
+        raise ConfigError(f"cannot build the network: {str(err).splitlines()[0]}",
+                          key="--target-gmacs") from None  # fmt: skip
     depths, widths = list(spec.depths), [_num(w) for w in spec.widths]
     share = sum(depths) / (sum(depths) + sum(widths))
     if as_json:

@@ -26,7 +26,9 @@ def calibrate_cmd(
     """Time TRADES-10 training and PGD-20 evaluation for a few model sizes; store images/s."""
     from sweeper import calibrate as cal
     from sweeper.config import RuntimeConfig
+    from sweeper.errors import ConfigError
 
+    _check_device(device)
     calibration = cal.calibrate(
         device,
         quick=quick,
@@ -36,8 +38,27 @@ def calibrate_cmd(
         runtime=RuntimeConfig(compile=compile),
         log=lambda line: print(line, flush=True),
     )
-    path = cal.save_calibration(calibration, out)
+    try:
+        path = cal.save_calibration(calibration, out)
+    except OSError as err:
+        raise ConfigError(f"cannot write {out or err.filename}: {err.strerror or err}",
+                          key="--out") from None  # fmt: skip
     print(f"calibration of {calibration['device']} written to {path}")
+
+
+def _check_device(device: str) -> None:
+    """A device torch cannot name or use here is the user's error: one line, exit 2."""
+    import torch
+
+    from sweeper.errors import ConfigError
+
+    if device == "auto":
+        return
+    try:
+        torch.zeros(1, device=torch.device(device))
+    except (RuntimeError, AssertionError, ValueError) as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"cannot use device {device!r} here: {why}", key="--device") from None
 
 
 def register(app: typer.Typer) -> None:

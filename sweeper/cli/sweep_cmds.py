@@ -220,5 +220,6 @@ def status(
                       f"{info['wall_seconds'] or 0:,.0f}s wall")  # fmt: skip
         if info["best"]:
             order = [b["trial_id"] for b in info["best"]]
-            best = frame.set_index("trial_id").loc[order].reset_index()
+            ours = frame[frame["sweep"] == sweep]  # a trial_id may recur in another sweep
+            best = ours.set_index("trial_id").loc[order].reset_index()
             _print_rows(best, f"best by {info['best_by']}", by_id=False)

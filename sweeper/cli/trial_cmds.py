@@ -18,12 +18,15 @@ def load_trial_config(path: Path, overrides: list[str]) -> Any:
 
     from sweeper.config import TrialConfig
     from sweeper.errors import ConfigError, from_validation_error
-    from sweeper.overrides import apply_overrides
+    from sweeper.overrides import apply_overrides, parse_override
+    from sweeper.space_paths import fill_indexed
 
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read the file ({err.strerror})", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("expected UTF-8 text", file=str(path)) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -34,9 +37,13 @@ def load_trial_config(path: Path, overrides: list[str]) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping, got {type(data).__name__}", file=str(path))
     try:
-        data = apply_overrides(data, overrides)
+        for item in overrides:  # `arch.depths.0=5` edits the preset's list, as `run` does
+            fill_indexed(data, parse_override(item)[0])
+            data = apply_overrides(data, [item])
     except ConfigError as err:
         raise ConfigError(f"--set: {err.detail}", file=str(path), key=err.key) from None
+    except ValueError as err:
+        raise ConfigError(f"--set: {str(err).splitlines()[0]}", file=str(path)) from None
     try:
         return TrialConfig.model_validate(data)
     except ValidationError as err:

@@ -33,7 +33,7 @@ def _per_stage(value: Any) -> Any:
 class ArchSpec(BaseModel):
     """One network: block, block options, per-stage options, depths and widening factors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     block: str = "basic"  # a name in BLOCKS: basic, bottleneck, inverted_bottleneck, robust
     activation_order: Literal["pre", "post"] = "pre"
