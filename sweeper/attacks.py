@@ -18,7 +18,7 @@ the attack is computed in full precision.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
@@ -209,6 +209,19 @@ class _OncePerMessage(logging.Filter):
         return True
 
 
+def check_aa_attacks(version: str, attacks: Sequence[str] | None) -> None:
+    """A list of attacks goes with version 'custom' only, and only AutoAttack's names."""
+    if version != "custom" and attacks is not None:
+        raise ValueError(f"attacks={list(attacks)} needs version 'custom' (got {version!r})")
+    if version == "custom":
+        unknown = sorted(set(attacks or ()) - set(AA_ATTACKS))
+        if not attacks or unknown:
+            raise ValueError(
+                f"version 'custom' needs a list of attacks from {', '.join(AA_ATTACKS)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            )
+
+
 def autoattack_accuracy(
     model: nn.Module,
     x: torch.Tensor,
@@ -232,15 +245,7 @@ def autoattack_accuracy(
     """
     from pyautoattack import AutoAttack  # imported here: only evaluation needs it
 
-    if version != "custom" and attacks is not None:
-        raise ValueError(f"attacks={list(attacks)} needs version='custom' (got {version!r})")
-    if version == "custom":
-        unknown = sorted(set(attacks or ()) - set(AA_ATTACKS))
-        if not attacks or unknown:
-            raise ValueError(
-                f"version='custom' needs a list of attacks from {', '.join(AA_ATTACKS)}"
-                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-            )
+    check_aa_attacks(version, attacks)
     device = torch.device(device)
     x = to_float(x.to(device))
     y = y.to(device)

@@ -75,19 +75,12 @@ class EvalConfig(_Section):
     @model_validator(mode="after")
     def _aa_attacks_match_version(self) -> EvalConfig:
         """Checked here, not after training: a bad pairing would fail the trial at its end."""
-        from sweeper.attacks import AA_ATTACKS
+        from sweeper.attacks import check_aa_attacks
 
-        if self.aa_version != "custom" and self.aa_attacks is not None:
-            raise ValueError(
-                f"aa_attacks: only with aa_version: custom (got aa_version: {self.aa_version})"
-            )
-        if self.aa_version == "custom":
-            unknown = sorted(set(self.aa_attacks or ()) - set(AA_ATTACKS))
-            if not self.aa_attacks or unknown:
-                raise ValueError(
-                    f"aa_attacks: aa_version custom needs a list from {', '.join(AA_ATTACKS)}"
-                    + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-                )
+        try:
+            check_aa_attacks(self.aa_version, self.aa_attacks)
+        except ValueError as err:
+            raise ValueError(f"aa_attacks / aa_version: {err}") from None
         return self
 
 
