@@ -142,8 +142,10 @@ def _print_plan(plan: Any, as_json: bool) -> None:
 
 def _compact(value: Any) -> str:
     """Per-stage lists the way rows store them: 'relu' when uniform, '3/5/7' when not."""
+    from sweeper.trial import per_stage
+
     if isinstance(value, list) and value and not any(isinstance(v, list) for v in value):
-        return str(value[0]) if len(set(map(str, value))) == 1 else "/".join(map(str, value))
+        return per_stage(tuple(value))
     return str(value)
 
 
