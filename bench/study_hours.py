@@ -1,4 +1,4 @@
-"""GPU-hours of every shipped study (search_spaces/*.yaml), from a measured calibration.
+"""GPU-hours of every shipped study (sweeper/studies/*.yaml), from a measured calibration.
 
 Why a script and not a number in a README: the hours depend on the device, the schedule
 (`--set train.epochs=N`) and the evaluation sizes, so the figure is recomputed from a
@@ -23,7 +23,7 @@ from typing import Any
 
 from sweeper import calibrate as cal
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[1] / "sweeper" / "studies"
 
 
 def assumed_calibration(tflops: float) -> dict[str, Any]:

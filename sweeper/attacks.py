@@ -18,7 +18,7 @@ the attack is computed in full precision.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sweeper.config import check_aa_attacks
 from sweeper.data import to_float
 
 log = logging.getLogger(__name__)
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # pyautoattack's names
 CW_KAPPA = 50.0  # CW margin cap (confidence) used by the TRADES / MART evaluation code
 
 
@@ -207,19 +207,6 @@ class _OncePerMessage(logging.Filter):
             return False
         self.seen.add(msg)
         return True
-
-
-def check_aa_attacks(version: str, attacks: Sequence[str] | None) -> None:
-    """A list of attacks goes with version 'custom' only, and only AutoAttack's names."""
-    if version != "custom" and attacks is not None:
-        raise ValueError(f"attacks={list(attacks)} needs version 'custom' (got {version!r})")
-    if version == "custom":
-        unknown = sorted(set(attacks or ()) - set(AA_ATTACKS))
-        if not attacks or unknown:
-            raise ValueError(
-                f"version 'custom' needs a list of attacks from {', '.join(AA_ATTACKS)}"
-                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-            )
 
 
 def autoattack_accuracy(

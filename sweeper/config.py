@@ -8,11 +8,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sweeper.models.spec import ArchSpec
+
+AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # pyautoattack's names
+
+
+def check_aa_attacks(version: str, attacks: Sequence[str] | None) -> None:
+    """A list of attacks goes with version 'custom' only, and only AutoAttack's names."""
+    if version != "custom" and attacks is not None:
+        raise ValueError(f"attacks={list(attacks)} needs version 'custom' (got {version!r})")
+    if version == "custom":
+        unknown = sorted(set(attacks or ()) - set(AA_ATTACKS))
+        if not attacks or unknown:
+            raise ValueError(
+                f"version 'custom' needs a list of attacks from {', '.join(AA_ATTACKS)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            )
 
 
 class _Section(BaseModel):
@@ -75,8 +91,6 @@ class EvalConfig(_Section):
     @model_validator(mode="after")
     def _aa_attacks_match_version(self) -> EvalConfig:
         """Checked here, not after training: a bad pairing would fail the trial at its end."""
-        from sweeper.attacks import check_aa_attacks
-
         try:
             check_aa_attacks(self.aa_version, self.aa_attacks)
         except ValueError as err:

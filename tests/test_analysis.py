@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import tables  # noqa: E402
-from analysis.report import write_report  # noqa: E402
-from analysis.synthetic import (  # noqa: E402
+from sweeper.analysis import tables  # noqa: E402
+from sweeper.analysis.report import write_report  # noqa: E402
+from sweeper.analysis.synthetic import (  # noqa: E402
     SYNTHETIC_DEVICE,
     make_row,
     scaling_rows,
@@ -23,10 +23,13 @@ from sweeper.cli import main  # noqa: E402
 
 def _activation_example() -> pd.DataFrame:
     """relu: 3 seeds at 50/52/54 %; silu: 2 seeds at 55/57 %; one failed gelu row."""
-    rows = [make_row("act", s, arch={"activation": "relu"}, cw=c) for s, c in
-            enumerate([0.50, 0.52, 0.54])]
-    rows += [make_row("act", s, arch={"activation": "silu"}, cw=c) for s, c in
-             enumerate([0.55, 0.57])]
+    rows = [
+        make_row("act", s, arch={"activation": "relu"}, cw=c)
+        for s, c in enumerate([0.50, 0.52, 0.54])
+    ]
+    rows += [
+        make_row("act", s, arch={"activation": "silu"}, cw=c) for s, c in enumerate([0.55, 0.57])
+    ]
     failed = make_row("act", 0, arch={"activation": "gelu"}, cw=0.0)
     failed.update(status="failed", error="RuntimeError: boom", cw_acc=None)
     return to_frame([*rows, failed])
@@ -73,24 +76,30 @@ def test_baseline_is_the_wrn_default_else_the_most_common_variant() -> None:
 
 def test_factor_detection() -> None:
     assert tables.study_factors(study_rows("block_topology", seeds=(0,))) == [
-        "block", "activation_order"]
+        "block",
+        "activation_order",
+    ]
     assert tables.study_factors(study_rows("se", seeds=(0,))) == ["se", "se_reduction"]
     assert tables.study_factors(study_rows("depth")) == ["depth1", "depth2", "depth3"]
     assert tables.study_factors(study_rows("width")) == ["width1", "width2", "width3"]
     compound = scaling_rows((5, 10), np.arange(0.3, 0.91, 0.1))
     assert tables.study_factors(compound) == ["macs_target", "depth_share"]
     # widths matched to a budget are consequences of the block, not factors of their own
-    matched = to_frame([
-        make_row("m", 0, arch={"block": "basic", "widths": [10, 10, 10]}, cw=0.5),
-        make_row("m", 0, arch={"block": "bottleneck", "widths": [7.3, 7.3, 7.3]}, cw=0.5),
-    ])
+    matched = to_frame(
+        [
+            make_row("m", 0, arch={"block": "basic", "widths": [10, 10, 10]}, cw=0.5),
+            make_row("m", 0, arch={"block": "bottleneck", "widths": [7.3, 7.3, 7.3]}, cw=0.5),
+        ]
+    )
     assert tables.study_factors(matched) == ["block"]
     assert tables.variant_table(matched).loc["bottleneck", "arch"] == "D 4/4/4, W 7.3/7.3/7.3"
     # a setting that moves in lockstep with a column factor adds nothing
-    lockstep = to_frame([
-        make_row("c", 0, arch={"conv_type": "standard", "cardinality": 1}, cw=0.5),
-        make_row("c", 0, arch={"conv_type": "aggregated", "cardinality": 4}, cw=0.5),
-    ])
+    lockstep = to_frame(
+        [
+            make_row("c", 0, arch={"conv_type": "standard", "cardinality": 1}, cw=0.5),
+            make_row("c", 0, arch={"conv_type": "aggregated", "cardinality": 4}, cw=0.5),
+        ]
+    )
     assert tables.study_factors(lockstep) == ["conv_type"]
 
 
@@ -111,11 +120,15 @@ def test_load_reads_one_sweep_or_many_and_skips_checkpoints(tmp_path: Path) -> N
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("results")
     rng = np.random.default_rng(0)
-    frames = [study_rows("block_topology", rng=rng), study_rows("depth", rng=rng),
-              scaling_rows((5, 10, 20), np.arange(0.3, 0.91, 0.05), rng=rng)]
+    frames = [
+        study_rows("block_topology", rng=rng),
+        study_rows("depth", rng=rng),
+        scaling_rows((5, 10, 20), np.arange(0.3, 0.91, 0.05), rng=rng),
+    ]
     rows = pd.concat(frames, ignore_index=True)
-    failed = rows.iloc[[0]].assign(status="failed", error="RuntimeError: diverged",
-                                   cw_acc=np.nan, trial_id="f" * 16)
+    failed = rows.iloc[[0]].assign(
+        status="failed", error="RuntimeError: diverged", cw_acc=np.nan, trial_id="f" * 16
+    )
     write_results(pd.concat([rows, failed], ignore_index=True), root)
     out = tmp_path_factory.mktemp("report")
     assert main(["report", str(root), "--out", str(out), "--bootstrap", "50"]) == 0
@@ -125,14 +138,24 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_report_renders(report_dir: Path) -> None:
     text = (report_dir / "report.md").read_text()
     assert "SYNTHETIC" in text and SYNTHETIC_DEVICE in text
-    for heading in ("## Overview", "## block_topology", "## depth", "## compound",
-                    "### Compound scaling"):
+    for heading in (
+        "## Overview",
+        "## block_topology",
+        "## depth",
+        "## compound",
+        "### Compound scaling",
+    ):
         assert heading in text
     assert "| variant | n | clean | Δclean |" in text
     assert "block=basic, activation_order=pre *" in text
     assert "RuntimeError: diverged" in text
-    for png in ("factor_effects", "acc_vs_macs", "block_topology_variants", "depth_depth",
-                "compound_scaling"):
+    for png in (
+        "factor_effects",
+        "acc_vs_macs",
+        "block_topology_variants",
+        "depth_depth",
+        "compound_scaling",
+    ):
         assert (report_dir / f"{png}.png").stat().st_size > 10_000
         assert f"({png}.png)" in text
     assert (report_dir / "depth_variants.csv").is_file()
@@ -155,7 +178,7 @@ def test_report_with_a_metric_that_was_not_measured(tmp_path: Path) -> None:
 
 def test_demo_without_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The demo's --synthetic path (the real one runs the smoke sweep on Ray: minutes)."""
-    from analysis import demo
+    from sweeper.analysis import demo
 
     assert demo.main(["--synthetic", "--out", str(tmp_path), "--bootstrap", "0"]) == 0
     assert "FAKE" in capsys.readouterr().out
@@ -171,7 +194,7 @@ def test_t_quantile_stays_conservative_past_30_dof() -> None:
 
 def test_no_baseline_deltas_across_budgets() -> None:
     """Compound scaling: a 40-GMACs network minus a 5-GMACs one is the budget, not a factor."""
-    from analysis import plots
+    from sweeper.analysis import plots
 
     compound = scaling_rows((5, 40), np.arange(0.3, 0.91, 0.1))
     rows = pd.concat([compound, study_rows("normalization", seeds=(0, 1))])
@@ -183,7 +206,7 @@ def test_no_baseline_deltas_across_budgets() -> None:
 
 
 def test_scaling_figure_names_budgets_in_gmacs() -> None:
-    from analysis import plots
+    from sweeper.analysis import plots
     from sweeper.scaling import fit_scaling
 
     fit = fit_scaling(scaling_rows((5, 10), np.arange(0.3, 0.91, 0.05)), n_boot=20)

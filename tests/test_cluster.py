@@ -19,9 +19,9 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from sweeper.config import TrialConfig  # noqa: E402
-from sweeper.runner import RunOptions, run_sweep  # noqa: E402
 from sweeper.schema import empty_row  # noqa: E402
 from sweeper.space import load  # noqa: E402
+from sweeper.sweep.runner import RunOptions, run_sweep  # noqa: E402
 
 LOG = os.path.join(tempfile.mkdtemp(prefix="sweeper-test-cluster-"), "runs.log")
 

@@ -64,7 +64,7 @@ def test_uri_and_non_local_filesystem(tmp_path: Path, monkeypatch: pytest.Monkey
     # a filesystem that is not LocalFileSystem takes the open_output_stream + move path
     (tmp_path / "sub").mkdir()
     sub = pafs.SubTreeFileSystem(str(tmp_path / "sub"), pafs.LocalFileSystem())
-    monkeypatch.setattr(results, "location", lambda uri: (sub, uri.removeprefix("mem://")))
+    monkeypatch.setattr(results.rows, "location", lambda uri: (sub, uri.removeprefix("mem://")))
     results.write_row("mem://s", row("v"))
     assert sorted(p.name for p in (tmp_path / "sub" / "s").iterdir()) == ["v.parquet"]
     assert results.done_ids("mem://s") == {"v"}

@@ -22,9 +22,9 @@ ray = pytest.importorskip("ray")
 
 from sweeper import results  # noqa: E402
 from sweeper.config import TrialConfig  # noqa: E402
-from sweeper.runner import RunOptions, _init_ray, run_sweep  # noqa: E402
 from sweeper.schema import empty_row  # noqa: E402
 from sweeper.space import load  # noqa: E402
+from sweeper.sweep.runner import RunOptions, _init_ray, run_sweep  # noqa: E402
 
 LOG_DIR = tempfile.mkdtemp(prefix="sweeper-test-runner-")  # captured by value in the workers
 
@@ -200,8 +200,8 @@ def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) 
 def test_progress_counts_and_eta(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from sweeper.progress import SweepProgress
-    from sweeper.runner import make_plan
+    from sweeper.sweep.progress import SweepProgress
+    from sweeper.sweep.runner import make_plan
 
     path = space_file(tmp_path, "prog", "axes:\n  - grid: {arch.activation: [relu, gelu, elu]}\n")
     view = SweepProgress(make_plan(load(path), str(tmp_path / "r")), metric="cw_acc")
@@ -218,7 +218,7 @@ def test_progress_counts_and_eta(tmp_path: Path) -> None:
 
 
 def test_a_trial_resumes_from_the_checkpoint_an_interrupted_run_left(tmp_path: Path) -> None:
-    from sweeper.runner import make_plan
+    from sweeper.sweep.runner import make_plan
 
     path = space_file(tmp_path, "again", "axes:\n  - grid: {arch.activation: [mish]}\n")
     [config] = make_plan(load(path), str(tmp_path / "r")).to_run
@@ -255,8 +255,8 @@ def test_a_local_instance_listens_on_loopback_only(ray_instance: str) -> None:
 
 def test_optuna_warm_start_skips_rows_outside_the_current_ranges(tmp_path: Path) -> None:
     """A rerun with a narrowed range (or rows of an earlier space) must not crash Optuna."""
-    from sweeper.runner import make_plan
-    from sweeper.runner_search import _known_points, optuna_search
+    from sweeper.sweep.runner import make_plan
+    from sweeper.sweep.search import _known_points, optuna_search
     from sweeper.trial import config_columns
 
     grid = "axes:\n  - grid: {train.lr: [0.01, 0.1], arch.kernel_size: [3, 5]}\n"
@@ -283,7 +283,7 @@ def test_optuna_warm_start_skips_rows_outside_the_current_ranges(tmp_path: Path)
 
 def test_a_results_location_that_is_a_file_is_one_error(tmp_path: Path) -> None:
     from sweeper.errors import SweeperError
-    from sweeper.runner import _fit, make_plan
+    from sweeper.sweep.runner import _fit, make_plan
 
     (tmp_path / "r").write_text("not a folder")
     path = space_file(tmp_path, "file", "")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.synthetic import (  # noqa: E402
+from sweeper.analysis.synthetic import (  # noqa: E402
     make_row,
     scaling_rows,
     study_rows,
@@ -32,8 +32,9 @@ from sweeper.scaling import (  # noqa: E402
 SHARES = np.arange(0.30, 0.901, 0.02)
 
 
-def _planted(vertex: float | dict[float, float], budgets=(5, 10, 20, 40), seed: int = 0,
-             **kw) -> pd.DataFrame:
+def _planted(
+    vertex: float | dict[float, float], budgets=(5, 10, 20, 40), seed: int = 0, **kw
+) -> pd.DataFrame:
     kw = {"curvature": -0.3, "noise": 0.002, **kw}
     return scaling_rows(budgets, SHARES, vertex=vertex, rng=np.random.default_rng(seed), **kw)
 
@@ -140,11 +141,25 @@ def test_cli_json_plot_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     args = ["fit-scaling", str(tmp_path / "results" / "compound"), "--bootstrap", "50"]
     assert main([*args, "--json", "--plot", str(png)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["pooled"]) >= {"depth_share", "ci_low", "ci_high", "interior", "ratio", "r2",
-                                  "n"}
+    assert set(out["pooled"]) >= {
+        "depth_share",
+        "ci_low",
+        "ci_high",
+        "interior",
+        "ratio",
+        "r2",
+        "n",
+    }
     assert [b["macs_target"] for b in out["budgets"]] == [5.0, 10.0]
-    assert set(out["budgets"][0]) >= {"macs_target", "depth_share", "ci_low", "ci_high",
-                                      "interior", "n", "r2"}
+    assert set(out["budgets"][0]) >= {
+        "macs_target",
+        "depth_share",
+        "ci_low",
+        "ci_high",
+        "interior",
+        "n",
+        "r2",
+    }
     assert abs(out["pooled"]["depth_share"] - 0.7) < 0.03
     assert png.stat().st_size > 10_000
     assert main(args) == 0
@@ -187,15 +202,17 @@ def test_noise_without_curvature_claims_no_optimum() -> None:
 def test_ci_keeps_resampled_maxima_beyond_the_shares() -> None:
     """A weak curve whose resampled maxima often fall past the data: the interval says so
     instead of being cut off at the largest sampled share."""
-    fit = fit_scaling(_planted(0.7, budgets=(10,), seed=4, curvature=-0.05, noise=0.003),
-                      n_boot=200)
+    fit = fit_scaling(
+        _planted(0.7, budgets=(10,), seed=4, curvature=-0.05, noise=0.003), n_boot=200
+    )
     opt = fit.budgets[0]
     assert opt.interior and opt.boot_interior < 0.95
     assert opt.ci_high > opt.share_range[1]
 
 
-def test_pathological_metrics_are_clear_errors(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_pathological_metrics_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = _planted(0.7, budgets=(5, 10))
     inf = base.copy()
     inf.loc[inf.index[0], "cw_acc"] = np.inf  # dropped like NaN, not a nan vertex
@@ -204,8 +221,12 @@ def test_pathological_metrics_are_clear_errors(tmp_path: Path,
     fit = fit_scaling(flat, n_boot=20)
     assert not any(o.interior for o in [fit.pooled, *fit.budgets])
     assert "does not vary" in fit.pooled.reason
-    exact = pd.concat([base[base["macs_target"] == 5].iloc[[0, 5]],
-                       base[base["macs_target"] == 10].iloc[[20, 25]]])
+    exact = pd.concat(
+        [
+            base[base["macs_target"] == 5].iloc[[0, 5]],
+            base[base["macs_target"] == 10].iloc[[20, 25]],
+        ]
+    )
     with pytest.raises(SweeperError, match="no residual"):  # 4 points, 4 coefficients
         fit_scaling(exact)
     cases = {

@@ -241,7 +241,7 @@ def test_shipped_spaces_load() -> None:
 def test_too_many_trials_is_refused_before_any_cell_is_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sweeper import space_expand
+    from sweeper.space import expansion as space_expand
 
     def built(*args: object) -> None:
         raise AssertionError("built the axis options first (a 10^8 grid fills the memory)")

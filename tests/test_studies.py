@@ -15,11 +15,19 @@ from sweeper.config import TrialConfig
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 SIZES = {  # trials per study (cells x seeds), before duplicate trial_ids collapse
-    "block_topology": 18, "conv_type": 24, "se": 21, "kernel_size": 81, "activation": 21,
-    "normalization": 12, "depth": 343, "width": 512, "compound": 186, "robustresnets": 8,
+    "block_topology": 18,
+    "conv_type": 24,
+    "se": 21,
+    "kernel_size": 81,
+    "activation": 21,
+    "normalization": 12,
+    "depth": 343,
+    "width": 512,
+    "compound": 186,
+    "robustresnets": 8,
 }
 space = pytest.importorskip("sweeper.space")
-space_expand = pytest.importorskip("sweeper.space_expand")
+space_expand = pytest.importorskip("sweeper.space.expansion")
 
 
 def _count(name: str, sets: tuple[str, ...] = ()) -> int:
@@ -60,8 +68,12 @@ def test_protocol_is_the_papers_baseline() -> None:
 def test_epochs_are_one_override_away() -> None:
     configs = space.expand(space.load(SPACES / "normalization.yaml", ("train.epochs=3",)))
     assert len(configs) == 12 and {c.train.epochs for c in configs} == {3}
-    assert {c.arch.norm[0] for c in configs} == {"batchnorm", "groupnorm", "layernorm",
-                                                 "instancenorm"}
+    assert {c.arch.norm[0] for c in configs} == {
+        "batchnorm",
+        "groupnorm",
+        "layernorm",
+        "instancenorm",
+    }
 
 
 def test_final_models_use_the_full_protocol() -> None:

@@ -17,8 +17,8 @@ import pytest
 from sweeper.cli import main
 from sweeper.config import TrialConfig
 from sweeper.errors import ConfigError
-from sweeper.overrides import apply_overrides
 from sweeper.schema import COLUMNS
+from sweeper.space.overrides import apply_overrides
 from sweeper.trial import per_stage, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]

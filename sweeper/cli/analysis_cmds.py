@@ -17,7 +17,7 @@ ACCURACIES = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
 
 def _analysis(module: str) -> Any:
     """Import analysis.<module> lazily: pandas plotting stays off the CLI's start-up path."""
-    return importlib.import_module(f"analysis.{module}")
+    return importlib.import_module(f"sweeper.analysis.{module}")
 
 
 def _budgets(text: str) -> list[float]:
@@ -79,8 +79,10 @@ def _one_sweep(rows: Any, sweep: str | None, results: Path) -> Any:
         return rows
     scaled = [n for n in names if rows.loc[rows["sweep"] == n, "macs_target"].nunique() > 1]
     if len(scaled) == 1:
-        print(f"fitting sweep {scaled[0]!r} (the one with several budgets; --sweep picks "
-              "another)", file=sys.stderr)
+        print(
+            f"fitting sweep {scaled[0]!r} (the one with several budgets; --sweep picks another)",
+            file=sys.stderr,
+        )
         return rows[rows["sweep"] == scaled[0]]
     raise SweeperError(f"{results} holds the sweeps {', '.join(names)}: pick one with --sweep")
 
@@ -90,8 +92,10 @@ def _print_fit(fit: Any, plot: Path | None) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"Best depth share for {fit.metric} (quadratic fit, {fit.n_boot} "
-                        "bootstrap resamples of networks)")
+    table = Table(
+        title=f"Best depth share for {fit.metric} (quadratic fit, {fit.n_boot} "
+        "bootstrap resamples of networks)"
+    )
     for col in ("budget", "n", "R²", "best share", "95% CI", "D : W", "boot interior"):
         table.add_column(col, justify="left" if col == "budget" else "right")
     for opt in [*fit.budgets, fit.pooled]:
@@ -106,21 +110,27 @@ def _print_fit(fit: Any, plot: Path | None) -> None:
             style="bold" if opt.macs_target is None else None,
         )
     console.print(table)
-    print("D : W is sum(D) : sum(W) on a scale of 10; boot interior: the fraction of "
-          "resamples with a maximum inside the sampled shares.")
+    print(
+        "D : W is sum(D) : sum(W) on a scale of 10; boot interior: the fraction of "
+        "resamples with a maximum inside the sampled shares."
+    )
     for opt in [*fit.budgets, fit.pooled]:
         if not opt.interior:
             print(f"{opt.label}: no interior optimum - {opt.reason}.")
         elif opt.boot_interior is not None and opt.boot_interior < 0.8:
-            print(f"{opt.label}: weak optimum - only {opt.boot_interior:.0%} of the "
-                  "resamples have one inside the sampled shares.")
+            print(
+                f"{opt.label}: weak optimum - only {opt.boot_interior:.0%} of the "
+                "resamples have one inside the sampled shares."
+            )
     if plot is not None:
         print(f"figure: {plot}")
     share = fit.pooled.depth_share
     if share is not None:
         gmacs = max(b.macs_target for b in fit.budgets)
-        print(f"Next, the network at the fitted share for a budget: "
-              f"sweeper scale --target-gmacs {gmacs:g} --depth-share {share:.2f}")
+        print(
+            f"Next, the network at the fitted share for a budget: "
+            f"sweeper scale --target-gmacs {gmacs:g} --depth-share {share:.2f}"
+        )
 
 
 def report_cmd(

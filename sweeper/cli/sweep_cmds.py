@@ -35,14 +35,14 @@ def run(
 ) -> None:
     """Run every trial of a search space that has no result row yet."""
     from sweeper import space as spaces
-    from sweeper.runner import RunOptions, make_plan
+    from sweeper.sweep.plan import RunOptions, make_plan
 
     loaded = spaces.load(space, set_)
     if dry_run:
         plan = make_plan(loaded, results, retry_failed=retry_failed)
         _print_plan(plan, as_json)
         return
-    from sweeper.runner import run_sweep
+    from sweeper.sweep.runner import run_sweep
 
     options = RunOptions(results=results, address=address, cpus_per_trial=cpus_per_trial,
                          gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,

@@ -18,8 +18,8 @@ def load_trial_config(path: Path, overrides: list[str]) -> Any:
 
     from sweeper.config import TrialConfig
     from sweeper.errors import ConfigError, from_validation_error
-    from sweeper.overrides import apply_overrides, parse_override
-    from sweeper.space_paths import fill_indexed
+    from sweeper.space.overrides import apply_overrides, parse_override
+    from sweeper.space.paths import fill_indexed
 
     try:
         data = yaml.safe_load(path.read_text())

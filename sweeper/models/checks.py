@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sweeper.models.registry import ACTIVATIONS, BLOCKS, NORMS
+from sweeper.models.stages import block_options, stage_plan
 
 if TYPE_CHECKING:
     from sweeper.models.spec import ArchSpec
@@ -43,8 +44,6 @@ def _names(spec: ArchSpec) -> list[str]:
 
 
 def _channels(spec: ArchSpec) -> list[str]:
-    from sweeper.models.network import block_options, stage_plan
-
     block = BLOCKS.get(spec.block)
     with torch.device("meta"):
         for i, stage in enumerate(stage_plan(spec)):

@@ -16,15 +16,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sweeper.models.network import (
-    block_options,
-    make_head,
-    make_stem,
-    out_features,
-    stage_plan,
-)
+from sweeper.models.network import make_head, make_stem
 from sweeper.models.registry import BLOCKS
 from sweeper.models.spec import ArchSpec
+from sweeper.models.stages import block_options, out_features, stage_plan
 
 _STAGE_BASE = (16, 32, 64)  # planes = base * widening factor
 

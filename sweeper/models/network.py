@@ -8,8 +8,6 @@ one norm -> act per conv in both orders.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -17,8 +15,7 @@ from sweeper.models import blocks as _blocks  # noqa: F401  (fills BLOCKS)
 from sweeper.models.layers import conv, create_act, create_norm, init_weights
 from sweeper.models.registry import BLOCKS
 from sweeper.models.spec import ArchSpec
-
-STAGE_STRIDES = (1, 2, 2)
+from sweeper.models.stages import block_options, out_features, stage_plan
 
 
 class InputNorm(nn.Module):
@@ -60,37 +57,6 @@ class ResNet(nn.Module):
         return self.fc(self.forward_features(x).mean(dim=(2, 3)))
 
 
-def block_options(spec: ArchSpec, stage: int) -> dict[str, Any]:
-    """The keyword options every block of `stage` (0-based) is built with."""
-    return {
-        "kernel_size": spec.kernel_size[stage],
-        "act": spec.activation[stage],
-        "norm": spec.norm[stage],
-        "order": spec.activation_order,
-        "conv_type": spec.conv_type,
-        "cardinality": spec.cardinality,
-        "base_width": spec.base_width,
-        "scales": spec.scales,
-        "se": spec.se,
-        "se_reduction": spec.se_reduction,
-        "expansion": spec.expansion,
-    }
-
-
-def stage_plan(spec: ArchSpec) -> list[list[tuple[int, int, int]]]:
-    """(in_channels, planes, stride) of every block, stage by stage."""
-    block = BLOCKS.get(spec.block)
-    plan: list[list[tuple[int, int, int]]] = []
-    in_ch = spec.stem_channels
-    for planes, depth, stride in zip(spec.stage_planes(), spec.depths, STAGE_STRIDES):
-        stage = []
-        for j in range(depth):
-            stage.append((in_ch, planes, stride if j == 0 else 1))
-            in_ch = block.out_channels(planes, spec.expansion)
-        plan.append(stage)
-    return plan
-
-
 def make_stem(spec: ArchSpec) -> nn.Module:
     stem: nn.Module = conv(spec.in_channels, spec.stem_channels, 3)
     if spec.activation_order == "post":
@@ -104,10 +70,6 @@ def make_head(spec: ArchSpec, features: int) -> nn.Module:
     if spec.activation_order == "post":
         return nn.Identity()
     return nn.Sequential(create_norm(spec.norm[2], features), create_act(spec.activation[2]))
-
-
-def out_features(spec: ArchSpec) -> int:
-    return BLOCKS.get(spec.block).out_channels(spec.stage_planes()[2], spec.expansion)
 
 
 def _build(spec: ArchSpec) -> ResNet:

@@ -16,6 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sweeper.models import checks
+from sweeper.models import layers as _layers  # noqa: F401  (fills ACTIVATIONS, NORMS)
+from sweeper.models.registry import BLOCKS
+
 NUM_STAGES = 3
 
 
@@ -63,8 +67,6 @@ class ArchSpec(BaseModel):
         """Fill the fields a user left unset from the block's own defaults (stored explicitly)."""
         if not isinstance(data, dict):
             return data
-        from sweeper.models.blocks import BLOCKS  # importing blocks registers them
-
         name = data.get("block", "basic")
         if not isinstance(name, str) or name not in BLOCKS:
             return data  # check_spec reports the unknown name
@@ -99,8 +101,6 @@ class ArchSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_against_registries(self) -> ArchSpec:
-        from sweeper.models import checks  # registries fill on import
-
         checks.check_spec(self)
         return self
 

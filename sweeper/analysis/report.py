@@ -1,7 +1,7 @@
 """report.md plus PNG figures for a results folder holding one sweep or several.
 
-    from analysis.report import write_report
-    write_report("results", "report/")        # or: sweeper report results --out report/
+from sweeper.analysis.report import write_report
+write_report("results", "report/")        # or: sweeper report results --out report/
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots
-from analysis.synthetic import SYNTHETIC_DEVICE
-from analysis.tables import (
+from sweeper.analysis import plots
+from sweeper.analysis.synthetic import SYNTHETIC_DEVICE
+from sweeper.analysis.tables import (
     DEPTHS,
     WIDTHS,
     fmt_value,
@@ -38,16 +38,25 @@ def scaling_markdown(fit: object) -> str:
     lines = []
     for opt in [*fit.budgets, fit.pooled]:
         ci = "-" if opt.ci_low is None else f"{opt.ci_low:.3f} - {opt.ci_high:.3f}"
-        lines.append({
-            "budget": opt.label, "n": opt.n, "R²": "-" if opt.r2 is None else f"{opt.r2:.2f}",
-            "best depth share": "none" if opt.depth_share is None else f"{opt.depth_share:.3f}",
-            "95% CI": ci, "sum(D) : sum(W)": opt.ratio or "-",
-            "resamples with optimum": "-" if opt.boot_interior is None
-            else f"{opt.boot_interior:.0%}",
-        })
+        lines.append(
+            {
+                "budget": opt.label,
+                "n": opt.n,
+                "R²": "-" if opt.r2 is None else f"{opt.r2:.2f}",
+                "best depth share": "none" if opt.depth_share is None else f"{opt.depth_share:.3f}",
+                "95% CI": ci,
+                "sum(D) : sum(W)": opt.ratio or "-",
+                "resamples with optimum": "-"
+                if opt.boot_interior is None
+                else f"{opt.boot_interior:.0%}",
+            }
+        )
     text = to_markdown(pd.DataFrame(lines), index=False)
-    notes = [f"- {o.label}: no interior optimum - {o.reason}." for o in [*fit.budgets, fit.pooled]
-             if not o.interior and o.reason]
+    notes = [
+        f"- {o.label}: no interior optimum - {o.reason}."
+        for o in [*fit.budgets, fit.pooled]
+        if not o.interior and o.reason
+    ]
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
@@ -67,15 +76,19 @@ def _variants_section(name: str, part: pd.DataFrame, out: Path, metric: str) -> 
         view = view.iloc[order][(rank[order] <= 3)]
         view = view[[c for c in view.columns if not c.startswith("Δ")]]
         view.index = pd.Index([i.removesuffix(" *") for i in view.index], name="network")
-        lines.append(f"The 3 best networks by {metric} at each budget (all {len(table)} are in "
-                     f"`{name}_variants.csv`).\n")
+        lines.append(
+            f"The 3 best networks by {metric} at each budget (all {len(table)} are in "
+            f"`{name}_variants.csv`).\n"
+        )
     elif len(view) > SHOW_ALL:
         order = table[metric].sort_values(ascending=False).index
         keep = set(order[:15]) | set(order[-5:]) | set(table.index[table["baseline"]])
         picked = [k in keep for k in table.index]
         view = view[picked].iloc[np.argsort(-table[metric][picked].to_numpy())]
-        lines.append(f"{len(table)} variants; the 15 best and 5 worst by {metric} and the "
-                     f"baseline are shown, all are in `{name}_variants.csv`.\n")
+        lines.append(
+            f"{len(table)} variants; the 15 best and 5 worst by {metric} and the "
+            f"baseline are shown, all are in `{name}_variants.csv`.\n"
+        )
     elif table[metric].notna().any():
         view = view.iloc[np.argsort(-table[metric].fillna(-1).to_numpy())]
         fig = plots.save(plots.variant_intervals(part, metric), out / f"{name}_variants.png")
@@ -84,15 +97,19 @@ def _variants_section(name: str, part: pd.DataFrame, out: Path, metric: str) -> 
     return lines
 
 
-def _sweep_section(name: str, part: pd.DataFrame, out: Path, metric: str,
-                   bootstrap: int) -> list[str]:
+def _sweep_section(
+    name: str, part: pd.DataFrame, out: Path, metric: str, bootstrap: int
+) -> list[str]:
     ok = ok_rows(part)
     factors = study_factors(ok) if len(ok) else []
-    lines = [f"## {name}", "",
-             f"{len(ok)} ok / {len(part) - len(ok)} failed trials; "
-             f"factors: {', '.join(f'`{f}`' for f in factors) or 'none vary'}; "
-             f"epochs: {', '.join(fmt_value(e) for e in sorted(ok['epochs'].dropna().unique()))}.",
-             ""]
+    lines = [
+        f"## {name}",
+        "",
+        f"{len(ok)} ok / {len(part) - len(ok)} failed trials; "
+        f"factors: {', '.join(f'`{f}`' for f in factors) or 'none vary'}; "
+        f"epochs: {', '.join(fmt_value(e) for e in sorted(ok['epochs'].dropna().unique()))}.",
+        "",
+    ]
     if not len(ok):
         return lines + _failures(part)
     lines += _variants_section(name, part, out, metric)
@@ -108,8 +125,9 @@ def _sweep_section(name: str, part: pd.DataFrame, out: Path, metric: str,
     return lines + _failures(part)
 
 
-def _scaling_section(name: str, ok: pd.DataFrame, out: Path, metric: str,
-                     bootstrap: int) -> list[str]:
+def _scaling_section(
+    name: str, ok: pd.DataFrame, out: Path, metric: str, bootstrap: int
+) -> list[str]:
     from sweeper.errors import SweeperError
     from sweeper.scaling import fit_scaling
 
@@ -122,7 +140,12 @@ def _scaling_section(name: str, ok: pd.DataFrame, out: Path, metric: str,
     return lines + [
         f"Quadratic fit of {metric} against sum(D) / (sum(D) + sum(W)); 95% CIs from "
         f"{bootstrap} bootstrap resamples of networks within budgets. The paper found about "
-        "0.7 (7 : 3).", "", scaling_markdown(fit), "", f"![{name} scaling]({fig.name})", "",
+        "0.7 (7 : 3).",
+        "",
+        scaling_markdown(fit),
+        "",
+        f"![{name} scaling]({fig.name})",
+        "",
     ]
 
 
@@ -131,8 +154,13 @@ def _failures(part: pd.DataFrame, show: int = 10) -> list[str]:
     if failed.empty:
         return []
     shown = failed[["trial_id", "seed", "error"]].head(show)
-    return ["", f"Failed trials ({len(failed)}, first {len(shown)}):", "",
-            to_markdown(shown, index=False), ""]
+    return [
+        "",
+        f"Failed trials ({len(failed)}, first {len(shown)}):",
+        "",
+        to_markdown(shown, index=False),
+        "",
+    ]
 
 
 def write_report(
@@ -151,30 +179,53 @@ def write_report(
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if origin is None:
         origin = "a DataFrame" if isinstance(source, pd.DataFrame) else str(source)
-    lines = ["# Sweep report", "",
-             f"From `{origin}`, {when}: {len(rows)} rows in {rows['sweep'].nunique()} sweep(s). "
-             "Accuracies in %, mean ± 95% t-interval over seeds (no interval with one seed); "
-             "Δ = difference from the study's baseline (marked *) in points. The baseline is "
-             "the WRN-28-10-like variant (basic pre-activation block, standard 3x3 convs, no "
-             "SE, ReLU, BatchNorm, D 4/4/4, W 10/10/10, TRADES) where the study has one, else "
-             "its variant with the most rows. A study's factors are the columns that vary "
-             "among its ok rows; widths matched to a budget are not factors.", ""]
+    lines = [
+        "# Sweep report",
+        "",
+        f"From `{origin}`, {when}: {len(rows)} rows in {rows['sweep'].nunique()} sweep(s). "
+        "Accuracies in %, mean ± 95% t-interval over seeds (no interval with one seed); "
+        "Δ = difference from the study's baseline (marked *) in points. The baseline is "
+        "the WRN-28-10-like variant (basic pre-activation block, standard 3x3 convs, no "
+        "SE, ReLU, BatchNorm, D 4/4/4, W 10/10/10, TRADES) where the study has one, else "
+        "its variant with the most rows. A study's factors are the columns that vary "
+        "among its ok rows; widths matched to a budget are not factors.",
+        "",
+    ]
     if "device" in rows and (rows["device"] == SYNTHETIC_DEVICE).any():
-        lines += ["> **Warning: this report includes SYNTHETIC rows generated for testing "
-                  "(device = '" + SYNTHETIC_DEVICE + "'). They are not results.**", ""]
+        lines += [
+            "> **Warning: this report includes SYNTHETIC rows generated for testing "
+            "(device = '" + SYNTHETIC_DEVICE + "'). They are not results.**",
+            "",
+        ]
     summary = summarize(rows, metric)
     view = summary.copy()
     for col in ("best_delta", "spread"):
         if col in view:
-            view[col] = [("-" if pd.isna(v) else f"{v * 100:+.2f}" if col == "best_delta"
-                          else f"{v * 100:.2f}") for v in view[col]]
-    lines += ["## Overview", "", to_markdown(view.fillna("-"), index=False), "",
-              f"`best_delta` and `spread` are {metric} differences in points "
-              "(best variant minus baseline; best minus worst variant).", ""]
+            view[col] = [
+                (
+                    "-"
+                    if pd.isna(v)
+                    else f"{v * 100:+.2f}"
+                    if col == "best_delta"
+                    else f"{v * 100:.2f}"
+                )
+                for v in view[col]
+            ]
+    lines += [
+        "## Overview",
+        "",
+        to_markdown(view.fillna("-"), index=False),
+        "",
+        f"`best_delta` and `spread` are {metric} differences in points "
+        "(best variant minus baseline; best minus worst variant).",
+        "",
+    ]
     ok = ok_rows(rows)
     if len(ok) and ok[metric].notna().any():
-        for stem, fig in (("factor_effects", plots.factor_effects(rows, metric)),
-                          ("acc_vs_macs", plots.acc_vs_macs(rows, metric))):
+        for stem, fig in (
+            ("factor_effects", plots.factor_effects(rows, metric)),
+            ("acc_vs_macs", plots.acc_vs_macs(rows, metric)),
+        ):
             lines += [f"![{stem}]({plots.save(fig, out / f'{stem}.png').name})", ""]
     for name, part in rows.groupby("sweep", sort=True):
         lines += _sweep_section(str(name), part, out, metric, bootstrap)

@@ -26,8 +26,10 @@ WRN_28_10_MACS = 5.24e9
 # Planted effects (fractions of CW accuracy) of the block-level studies' variants.
 EFFECTS: dict[str, dict[str, Any]] = {
     "block_topology": {
-        "factors": {"block": ["basic", "bottleneck", "inverted_bottleneck"],
-                    "activation_order": ["pre", "post"]},
+        "factors": {
+            "block": ["basic", "bottleneck", "inverted_bottleneck"],
+            "activation_order": ["pre", "post"],
+        },
         "effect": {"bottleneck": 0.006, "inverted_bottleneck": -0.012, "post": -0.004},
     },
     "se": {
@@ -36,8 +38,7 @@ EFFECTS: dict[str, dict[str, Any]] = {
     },
     "activation": {
         "factors": {"activation": ["relu", "silu", "gelu", "softplus", "mish", "elu"]},
-        "effect": {"silu": 0.004, "gelu": 0.003, "softplus": 0.005, "mish": 0.002,
-                   "elu": -0.006},
+        "effect": {"silu": 0.004, "gelu": 0.003, "softplus": 0.005, "mish": 0.002, "elu": -0.006},
     },
     "normalization": {
         "factors": {"norm": ["batchnorm", "groupnorm", "layernorm", "instancenorm"]},
@@ -110,40 +111,72 @@ def make_row(
     """One fake ok row; clean/PGD/AA follow from `cw` with fixed gaps (as in the paper's
     tables: PGD about 2.7 points above CW, AA about 1.5 below)."""
     a: dict[str, Any] = {
-        "block": "basic", "activation_order": "pre", "conv_type": "standard", "se": "none",
-        "se_reduction": 16, "kernel_size": 3, "activation": "relu", "norm": "batchnorm",
-        "depths": [4, 4, 4], "widths": [10, 10, 10],
+        "block": "basic",
+        "activation_order": "pre",
+        "conv_type": "standard",
+        "se": "none",
+        "se_reduction": 16,
+        "kernel_size": 3,
+        "activation": "relu",
+        "norm": "batchnorm",
+        "depths": [4, 4, 4],
+        "widths": [10, 10, 10],
     }
     a.update(arch or {})
     rng = rng or np.random.default_rng(seed)
-    config = {"sweep": sweep, "seed": seed, "macs_target": macs_target, "arch": a,
-              "train": {"method": "trades", "epochs": epochs, "eps": 8.0}}
+    config = {
+        "sweep": sweep,
+        "seed": seed,
+        "macs_target": macs_target,
+        "arch": a,
+        "train": {"method": "trades", "epochs": epochs, "eps": 8.0},
+    }
     blob = json.dumps({k: v for k, v in config.items() if k != "sweep"}, sort_keys=True)
     row = empty_row()
     k = a["kernel_size"]
     ks = max(k) if isinstance(k, list) else k
     row.update(
-        sweep=sweep, trial_id=hashlib.sha256(blob.encode()).hexdigest()[:16], status="ok",
-        seed=seed, block=a["block"], activation_order=a["activation_order"],
-        conv_type=a["conv_type"], se=a["se"],
+        sweep=sweep,
+        trial_id=hashlib.sha256(blob.encode()).hexdigest()[:16],
+        status="ok",
+        seed=seed,
+        block=a["block"],
+        activation_order=a["activation_order"],
+        conv_type=a["conv_type"],
+        se=a["se"],
         kernel_size="/".join(map(str, k)) if isinstance(k, list) else str(k),
-        activation=a["activation"], norm=a["norm"],
-        depth1=a["depths"][0], depth2=a["depths"][1], depth3=a["depths"][2],
-        width1=float(a["widths"][0]), width2=float(a["widths"][1]),
+        activation=a["activation"],
+        norm=a["norm"],
+        depth1=a["depths"][0],
+        depth2=a["depths"][1],
+        depth3=a["depths"][2],
+        width1=float(a["widths"][0]),
+        width2=float(a["widths"][1]),
         width3=float(a["widths"][2]),
         params=approx_params(a["depths"], a["widths"], ks),
-        macs=approx_macs(a["depths"], a["widths"], ks), macs_target=macs_target,
-        dataset="cifar10", train_method="trades", epochs=epochs, eps=8.0,
+        macs=approx_macs(a["depths"], a["widths"], ks),
+        macs_target=macs_target,
+        dataset="cifar10",
+        train_method="trades",
+        epochs=epochs,
+        eps=8.0,
         clean_acc=float(np.clip(cw + 0.31 + rng.normal(0, 0.004), 0, 1)),
         pgd_acc=float(np.clip(cw + 0.027 + rng.normal(0, 0.001), 0, 1)),
         cw_acc=float(np.clip(cw, 0, 1)),
         aa_acc=float(np.clip(cw - 0.015 + rng.normal(0, 0.001), 0, 1)),
-        clean_n=10000, pgd_n=10000, cw_n=10000, aa_n=1000,
+        clean_n=10000,
+        pgd_n=10000,
+        cw_n=10000,
+        aa_n=1000,
         started_at=pd.Timestamp("2026-01-01", tz="UTC"),
         ended_at=pd.Timestamp("2026-01-01 00:30", tz="UTC"),
-        train_seconds=1500.0, eval_seconds=300.0, device=SYNTHETIC_DEVICE,
-        sweeper_version="synthetic", torch_version="synthetic",
-        config=json.dumps(config), history="[]",
+        train_seconds=1500.0,
+        eval_seconds=300.0,
+        device=SYNTHETIC_DEVICE,
+        sweeper_version="synthetic",
+        torch_version="synthetic",
+        config=json.dumps(config),
+        history="[]",
     )
     return row
 
@@ -171,16 +204,26 @@ def scaling_rows(
             actual = sum(depths) / (sum(depths) + sum(widths))
             for seed in seeds:
                 cw = 0.53 + 0.012 * np.log2(g / 5) + curvature * (actual - v) ** 2
-                rows.append(make_row(
-                    sweep, seed, arch={"depths": list(depths), "widths": list(widths)},
-                    macs_target=float(g),
-                    cw=cw + rng.normal(0, noise), rng=rng,
-                ))
+                rows.append(
+                    make_row(
+                        sweep,
+                        seed,
+                        arch={"depths": list(depths), "widths": list(widths)},
+                        macs_target=float(g),
+                        cw=cw + rng.normal(0, noise),
+                        rng=rng,
+                    )
+                )
     return to_frame(rows)
 
 
-def study_rows(study: str, *, seeds: Sequence[int] = (0, 1, 2), noise: float = 0.003,
-               rng: np.random.Generator | None = None) -> pd.DataFrame:
+def study_rows(
+    study: str,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    noise: float = 0.003,
+    rng: np.random.Generator | None = None,
+) -> pd.DataFrame:
     """Rows of one study: a block-level one of EFFECTS (at WRN-28-10's budget), or
     "depth" / "width" (a coarse grid; accuracy rises with log MACs, 2:2:1 depth splits
     and 2:2.5:1 width splits do best)."""
@@ -193,8 +236,7 @@ def study_rows(study: str, *, seeds: Sequence[int] = (0, 1, 2), noise: float = 0
             arch = dict(zip(names, combo))
             cw = 0.53 + sum(spec["effect"].get(v, 0.0) for v in combo)
             for seed in seeds:
-                rows.append(make_row(study, seed, arch=arch, cw=cw + rng.normal(0, noise),
-                                     rng=rng))
+                rows.append(make_row(study, seed, arch=arch, cw=cw + rng.normal(0, noise), rng=rng))
     elif study in ("depth", "width"):
         values = [2, 4, 7, 11] if study == "depth" else [4, 10, 14, 20]
         ideal = np.array([2, 2, 1.0]) if study == "depth" else np.array([2, 2.5, 1.0])
@@ -203,12 +245,16 @@ def study_rows(study: str, *, seeds: Sequence[int] = (0, 1, 2), noise: float = 0
             arch = {key: list(combo)}
             macs = approx_macs(arch.get("depths", [4, 4, 4]), arch.get("widths", [10, 10, 10]))
             split = np.array(combo, float) / sum(combo)
-            cw = (0.53 + 0.015 * np.log2(macs / WRN_28_10_MACS)
-                  - 0.2 * np.abs(split - ideal / ideal.sum()).sum() ** 2)
+            cw = (
+                0.53
+                + 0.015 * np.log2(macs / WRN_28_10_MACS)
+                - 0.2 * np.abs(split - ideal / ideal.sum()).sum() ** 2
+            )
             rows.append(make_row(study, 0, arch=arch, cw=cw + rng.normal(0, noise), rng=rng))
     else:
-        raise ValueError(f"unknown fake study {study!r}; choose from: "
-                         f"{', '.join([*EFFECTS, 'depth', 'width'])}")
+        raise ValueError(
+            f"unknown fake study {study!r}; choose from: {', '.join([*EFFECTS, 'depth', 'width'])}"
+        )
     return to_frame(rows)
 
 
@@ -241,10 +287,20 @@ def _isna(value: Any) -> bool:
         return False
 
 
-def fake_results(root: str | Path, studies: Iterable[str] = ("block_topology", "se", "activation",
-                 "normalization", "depth", "width", "compound"), seed: int = 0) -> Path:
+def fake_results(
+    root: str | Path,
+    studies: Iterable[str] = (
+        "block_topology",
+        "se",
+        "activation",
+        "normalization",
+        "depth",
+        "width",
+        "compound",
+    ),
+    seed: int = 0,
+) -> Path:
     """Write a results folder of fake sweeps (one subfolder each) for trying the report."""
     rng = np.random.default_rng(seed)
-    frames = [scaling_rows(rng=rng) if s == "compound" else study_rows(s, rng=rng)
-              for s in studies]
+    frames = [scaling_rows(rng=rng) if s == "compound" else study_rows(s, rng=rng) for s in studies]
     return write_results(pd.concat(frames, ignore_index=True), root)

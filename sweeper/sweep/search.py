@@ -11,7 +11,7 @@ from sweeper import results
 from sweeper.space import search_params
 
 if TYPE_CHECKING:
-    from sweeper.runner import Plan
+    from sweeper.sweep.plan import Plan
 
 
 def _known_points(plan: Plan) -> tuple[list[dict[str, Any]], list[float]]:

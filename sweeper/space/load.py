@@ -1,4 +1,4 @@
-"""Search spaces: parse and validate a YAML study file, then expand it into TrialConfigs.
+"""Read a search-space YAML file (`extends`, `--set`) and validate it into a SearchSpace.
 
 Everything a user can get wrong is found here, before any compute starts, and
 reported as one ConfigError naming the file, the key path and what was expected.
@@ -15,27 +15,9 @@ import yaml
 from pydantic import ValidationError
 
 from sweeper.errors import ConfigError
-from sweeper.space_doc import METRICS, SearchSpace, SpaceDoc
-from sweeper.space_expand import (
-    check_base,
-    expand,
-    macs_of,
-    resolve_point,
-    search_params,
-    varying_values,
-)
-from sweeper.space_paths import describe_errors, fill_indexed
-
-__all__ = [
-    "METRICS",
-    "SearchSpace",
-    "expand",
-    "load",
-    "macs_of",
-    "resolve_point",
-    "search_params",
-    "varying_values",
-]
+from sweeper.space.doc import SearchSpace, SpaceDoc
+from sweeper.space.expansion import check_base
+from sweeper.space.paths import describe_errors, fill_indexed
 
 # --- loading ---------------------------------------------------------------------------------
 
@@ -120,7 +102,7 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SearchSpac
 
 def _apply_sets(base: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """`--set a.b=value` (YAML-typed) into the base config; indexed preset lists filled in."""
-    from sweeper.overrides import apply_overrides, parse_override
+    from sweeper.space.overrides import apply_overrides, parse_override
 
     base = copy.deepcopy(base)
     try:

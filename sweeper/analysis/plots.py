@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from analysis.tables import (
+from sweeper.analysis.tables import (
     DEPTHS,
     WIDTHS,
     fmt_value,
@@ -74,19 +74,22 @@ def factor_effects(rows: pd.DataFrame, metric: str = "cw_acc") -> Figure:
     ax.boxplot(data, showfliers=False, widths=0.55)
     rng = np.random.default_rng(0)
     for i, values in enumerate(data, start=1):
-        ax.scatter(i + rng.uniform(-0.18, 0.18, len(values)), values, s=9, alpha=0.6,
-                   color="C0", zorder=3)
+        ax.scatter(
+            i + rng.uniform(-0.18, 0.18, len(values)), values, s=9, alpha=0.6, color="C0", zorder=3
+        )
     ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
     ax.set_ylabel(f"{NAMES.get(metric, metric)} minus baseline (points)")
-    ax.set_title("How far each study's factor moves robust accuracy (one dot per variant)",
-                 fontsize=10)
+    ax.set_title(
+        "How far each study's factor moves robust accuracy (one dot per variant)", fontsize=10
+    )
     return fig
 
 
 def acc_vs_macs(rows: pd.DataFrame, metric: str = "cw_acc") -> Figure:
     """Accuracy against MACs, one panel per sweep, coloured by the sweep's first factor."""
-    sweeps = [(s, p) for s, p in ok_rows(rows).groupby("sweep", sort=True)
-              if p[metric].notna().any()]
+    sweeps = [
+        (s, p) for s, p in ok_rows(rows).groupby("sweep", sort=True) if p[metric].notna().any()
+    ]
     fig, axes = _grid(max(1, len(sweeps)))
     for ax, (sweep, part) in zip(axes, sweeps):
         factors = study_factors(part)
@@ -105,16 +108,32 @@ def acc_vs_macs(rows: pd.DataFrame, metric: str = "cw_acc") -> Figure:
         else:
             # a second factor with few values gets marker shapes (block-level studies only:
             # depth/width grids would need a legend entry for every cell)
-            second = factors[1] if (len(factors) > 1 and part[factors[1]].nunique() <= 6
-                                    and not pd.api.types.is_numeric_dtype(part[key])) else None
-            shapes = {v: "os^Dv*"[j] for j, v in
-                      enumerate(sorted(part[second].unique()))} if second else {}
+            second = (
+                factors[1]
+                if (
+                    len(factors) > 1
+                    and part[factors[1]].nunique() <= 6
+                    and not pd.api.types.is_numeric_dtype(part[key])
+                )
+                else None
+            )
+            shapes = (
+                {v: "os^Dv*"[j] for j, v in enumerate(sorted(part[second].unique()))}
+                if second
+                else {}
+            )
             colours = {v: f"C{i % 10}" for i, v in enumerate(sorted(part[key].unique()))}
             groups = part.groupby([key, second] if second else [key], sort=True)
             for values, sub in groups:
                 label = " / ".join(fmt_value(v) for v in values)
-                ax.scatter(sub["gmacs"], sub["acc"], s=16, color=colours[values[0]],
-                           marker=shapes.get(values[-1], "o") if second else "o", label=label)
+                ax.scatter(
+                    sub["gmacs"],
+                    sub["acc"],
+                    s=16,
+                    color=colours[values[0]],
+                    marker=shapes.get(values[-1], "o") if second else "o",
+                    label=label,
+                )
             title = f"{key} / {second}" if second else key
             ax.legend(title=title, fontsize=7, title_fontsize=7, loc="best")
         lo, hi = part["gmacs"].min(), part["gmacs"].max()
@@ -146,13 +165,16 @@ def shape_heatmaps(rows: pd.DataFrame, kind: str = "depth", metric: str = "cw_ac
     pairs = list(itertools.combinations(varying, 2)) or [(0, 1)]
     fig = Figure(figsize=(4.4 * len(pairs) + 0.8, 4.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(pairs)))
-    grids = [ok.pivot_table(index=cols[i], columns=cols[j], values=metric, aggfunc="mean") * 100
-             for i, j in pairs]
+    grids = [
+        ok.pivot_table(index=cols[i], columns=cols[j], values=metric, aggfunc="mean") * 100
+        for i, j in pairs
+    ]
     lo = min(float(np.nanmin(g.to_numpy())) for g in grids)
     hi = max(float(np.nanmax(g.to_numpy())) for g in grids)
     for ax, (i, j), grid in zip(axes, pairs, grids):
-        im = ax.imshow(grid.to_numpy(), origin="lower", cmap="viridis", vmin=lo, vmax=hi,
-                       aspect="auto")
+        im = ax.imshow(
+            grid.to_numpy(), origin="lower", cmap="viridis", vmin=lo, vmax=hi, aspect="auto"
+        )
         ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
         ax.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index])
         ax.set_xlabel(f"{sym}{j + 1}")
@@ -164,8 +186,15 @@ def shape_heatmaps(rows: pd.DataFrame, kind: str = "depth", metric: str = "cw_ac
             mid = (lo + hi) / 2
             for (r, c), v in np.ndenumerate(grid.to_numpy()):
                 if np.isfinite(v):
-                    ax.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=7,
-                            color="white" if v < mid else "black")
+                    ax.text(
+                        c,
+                        r,
+                        f"{v:.1f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if v < mid else "black",
+                    )
     fig.colorbar(im, ax=list(axes), label=f"{NAMES.get(metric, metric)} accuracy (%)")
     fig.suptitle(f"{kind.capitalize()} study: where to put the {kind}")
     return fig
@@ -184,8 +213,14 @@ def scaling_figure(fit: ScalingFit) -> Figure:
         colour = "0.2" if pooled else f"C{i % 10}"
         if pooled:
             for j, (budget, sub) in enumerate(pts.groupby("budget")):
-                ax.scatter(sub["share"], sub["y"] * 100, s=10, color=f"C{j % 10}", alpha=0.7,
-                           label=f"{budget:g} GMACs")
+                ax.scatter(
+                    sub["share"],
+                    sub["y"] * 100,
+                    s=10,
+                    color=f"C{j % 10}",
+                    alpha=0.7,
+                    label=f"{budget:g} GMACs",
+                )
             ax.legend(fontsize=6, ncols=2, loc="best")
         else:
             ax.scatter(pts["share"], pts["y"] * 100, s=12, color=colour, alpha=0.8)
@@ -193,8 +228,14 @@ def scaling_figure(fit: ScalingFit) -> Figure:
             grid = np.linspace(opt.share_range[0], opt.share_range[1], 120)
             curve = fit.curve(opt, grid)
             ax.plot(curve["share"], curve["fit"] * 100, color=colour, lw=1.6)
-            ax.fill_between(curve["share"], curve["low"] * 100, curve["high"] * 100,
-                            color=colour, alpha=0.18, lw=0)
+            ax.fill_between(
+                curve["share"],
+                curve["low"] * 100,
+                curve["high"] * 100,
+                color=colour,
+                alpha=0.18,
+                lw=0,
+            )
         if opt.interior and opt.depth_share is not None:
             ax.axvline(opt.depth_share, color="k", ls="--", lw=0.9)
             if opt.ci_low is not None:
@@ -203,14 +244,18 @@ def scaling_figure(fit: ScalingFit) -> Figure:
         else:
             text = "no interior optimum"
         r2 = f", R²={opt.r2:.2f}" if opt.r2 is not None else ""
-        ax.set_title(f"{'pooled (offsets removed)' if pooled else opt.label}: {text}{r2}",
-                     fontsize=8)
+        ax.set_title(
+            f"{'pooled (offsets removed)' if pooled else opt.label}: {text}{r2}", fontsize=8
+        )
         ax.set_xlim(lo - 0.02, hi + 0.02)
         ax.set_xlabel("depth share sum(D) / (sum(D) + sum(W))")
         ax.set_ylabel(f"{NAMES.get(fit.metric, fit.metric)} accuracy (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Quadratic fits with 95% bootstrap bands ({fit.n_boot} resamples of "
-                 "networks); dashed: best share, grey: its 95% CI", fontsize=9)
+    fig.suptitle(
+        f"Quadratic fits with 95% bootstrap bands ({fit.n_boot} resamples of "
+        "networks); dashed: best share, grey: its 95% CI",
+        fontsize=9,
+    )
     return fig
 
 
@@ -225,15 +270,18 @@ def variant_intervals(rows: pd.DataFrame, metric: str = "cw_acc", top: int = 40)
     base = table["baseline"].to_numpy(bool)
     y = np.arange(len(table))
     ax.errorbar(mean[~base], y[~base], xerr=ci[~base], fmt="o", color="C0", capsize=3, ms=5)
-    ax.errorbar(mean[base], y[base], xerr=ci[base], fmt="o", color="C3", capsize=3, ms=6,
-                label="baseline")
+    ax.errorbar(
+        mean[base], y[base], xerr=ci[base], fmt="o", color="C3", capsize=3, ms=6, label="baseline"
+    )
     if base.any():
         ax.axvline(mean[base][0], color="C3", ls=":", lw=1)
         ax.legend(fontsize=7, loc="lower right")
     ax.set_yticks(y, [label(k, table) for k in table.index], fontsize=7)
     several = (table["n"] > 1).any()
-    ax.set_xlabel(f"{NAMES.get(metric, metric)} accuracy (%), "
-                  + ("mean ± 95% CI over seeds" if several else "one seed each: no interval"))
+    ax.set_xlabel(
+        f"{NAMES.get(metric, metric)} accuracy (%), "
+        + ("mean ± 95% CI over seeds" if several else "one seed each: no interval")
+    )
     ax.grid(axis="x", alpha=0.3)
     sweep = rows["sweep"].iloc[0] if "sweep" in rows and len(rows) else ""
     ax.set_title(f"{sweep}: variants", fontsize=10)

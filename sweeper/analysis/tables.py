@@ -32,27 +32,74 @@ import pandas as pd
 
 METRICS = ["clean_acc", "pgd_acc", "cw_acc", "aa_acc"]
 CATEGORICAL = [
-    "block", "activation_order", "conv_type", "se", "kernel_size", "activation", "norm",
-    "dataset", "train_method", "epochs", "eps",
+    "block",
+    "activation_order",
+    "conv_type",
+    "se",
+    "kernel_size",
+    "activation",
+    "norm",
+    "dataset",
+    "train_method",
+    "epochs",
+    "eps",
 ]
 DEPTHS = ["depth1", "depth2", "depth3"]
 WIDTHS = ["width1", "width2", "width3"]
 # Settings without a column of their own, read from the config JSON when they vary.
 CONFIG_FIELDS = [
-    "arch.cardinality", "arch.base_width", "arch.scales", "arch.se_reduction", "arch.expansion",
-    "train.lr", "train.weight_decay", "train.beta", "train.batch_size", "train.schedule",
-    "train.ema", "train.steps", "train.step_size",
+    "arch.cardinality",
+    "arch.base_width",
+    "arch.scales",
+    "arch.se_reduction",
+    "arch.expansion",
+    "train.lr",
+    "train.weight_decay",
+    "train.beta",
+    "train.batch_size",
+    "train.schedule",
+    "train.ema",
+    "train.steps",
+    "train.step_size",
 ]
 BASELINE: dict[str, Any] = {
-    "block": "basic", "activation_order": "pre", "conv_type": "standard", "se": "none",
-    "kernel_size": "3", "activation": "relu", "norm": "batchnorm", "dataset": "cifar10",
-    "train_method": "trades", "eps": 8.0,
-    "depth1": 4, "depth2": 4, "depth3": 4, "width1": 10.0, "width2": 10.0, "width3": 10.0,
+    "block": "basic",
+    "activation_order": "pre",
+    "conv_type": "standard",
+    "se": "none",
+    "kernel_size": "3",
+    "activation": "relu",
+    "norm": "batchnorm",
+    "dataset": "cifar10",
+    "train_method": "trades",
+    "eps": 8.0,
+    "depth1": 4,
+    "depth2": 4,
+    "depth3": 4,
+    "width1": 10.0,
+    "width2": 10.0,
+    "width3": 10.0,
 }
 # Two-sided 95% Student t quantiles by degrees of freedom (no scipy in analysis/).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 40: 2.021,
-         60: 2.000, 120: 1.980}
+_T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+    40: 2.021,
+    60: 2.000,
+    120: 1.980,
+}
 
 
 def t975(dof: int) -> float:
@@ -191,8 +238,9 @@ def variant_table(rows: pd.DataFrame, factors: list[str] | None = None) -> pd.Da
     for m in metrics:
         mean, std, count = grouped[m].mean(), grouped[m].std(), grouped[m].count()
         table[m] = mean
-        half = [t975(int(k) - 1) * s / math.sqrt(k) if k > 1 else np.nan
-                for s, k in zip(std, count)]
+        half = [
+            t975(int(k) - 1) * s / math.sqrt(k) if k > 1 else np.nan for s, k in zip(std, count)
+        ]
         table[f"{m}_ci"] = half
     for col in ("params", "macs"):
         if col in rows:
@@ -204,8 +252,9 @@ def variant_table(rows: pd.DataFrame, factors: list[str] | None = None) -> pd.Da
     base = _pick_baseline(table, factors)
     for m in metrics:
         table[f"{m}_delta"] = table[m] - table.loc[base, m]
-    table["baseline"] = table.index == base if len(factors) == 1 else [i == base for i in
-                                                                         table.index]
+    table["baseline"] = (
+        table.index == base if len(factors) == 1 else [i == base for i in table.index]
+    )
     return table
 
 
@@ -223,11 +272,13 @@ def summarize(rows: pd.DataFrame, metric: str = "cw_acc") -> pd.DataFrame:
             # across budgets (compound scaling) no network is a baseline for the others
             budgets = "macs_target" in factors
             line.update(
-                factors=", ".join(factors) or "-", variants=len(table),
+                factors=", ".join(factors) or "-",
+                variants=len(table),
                 baseline="-" if budgets else label(table.index[table["baseline"]][0], table),
                 best=label(best, table) if best is not None else "-",
                 best_delta=table.loc[best, f"{metric}_delta"]
-                if best is not None and not budgets else np.nan,
+                if best is not None and not budgets
+                else np.nan,
                 spread=table[metric].max() - table[metric].min(),
             )
         out.append(line)
@@ -258,8 +309,11 @@ def percent_view(table: pd.DataFrame, metrics: list[str] | None = None) -> pd.Da
     """The variant table for reading: accuracies in % ('53.1 ± 0.4'), deltas in points,
     params in M and MACs in G; the baseline marked with '*'."""
     metrics = [m for m in (metrics or METRICS) if m in table]
-    view = pd.DataFrame(index=[label(k, table) + (" *" if b else "") for k, b in
-                               zip(table.index, table["baseline"])])
+    view = pd.DataFrame(
+        index=[
+            label(k, table) + (" *" if b else "") for k, b in zip(table.index, table["baseline"])
+        ]
+    )
     view["n"] = table["n"].to_numpy()
     for m in metrics:
         mean, ci = table[m].to_numpy() * 100, table[f"{m}_ci"].to_numpy() * 100

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from sweeper.config import TrialConfig
 from sweeper.errors import ConfigError
-from sweeper.space_doc import MAX_CELLS, Derive, Dist, SearchSpace
-from sweeper.space_paths import Part, assign, describe_errors, error_lines, parse_path
+from sweeper.space.doc import MAX_CELLS, Derive, Dist, SearchSpace
+from sweeper.space.paths import Part, assign, describe_errors, error_lines, parse_path
 
 if TYPE_CHECKING:
     from sweeper.models.spec import ArchSpec

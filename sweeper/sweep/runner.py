@@ -1,6 +1,6 @@
 """Run a search space on Ray Tune: one trainable around run_trial, resumable by trial_id.
 
-All Ray imports of the package live here and in `sweeper.progress`. The trainable
+All Ray imports of the package live here and in `sweeper.sweep.progress`. The trainable
 writes its trial's row from the worker as soon as the trial ends, so a killed driver
 loses only the trials that were running; the next run skips every trial_id with a row.
 Per-epoch checkpoints go through `tune.report` so that FailureConfig retries a
@@ -16,61 +16,17 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from sweeper import results
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
-from sweeper.space import METRICS, SearchSpace, expand, resolve_point, search_params
+from sweeper.space import METRICS, SearchSpace, resolve_point, search_params
+from sweeper.sweep.plan import Plan, RunOptions, make_plan
 
 TrialFn = Callable[..., dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run a sweep (not what: that is the space)."""
-
-    results: str = "results"  # local folder or any pyarrow filesystem URI
-    address: str | None = None  # None: a local Ray instance for this run; "auto" or host:port
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    max_concurrent: int | None = None
-    retry_failed: bool = False
-    max_failures: int = 2  # Ray-level retries of a trial (preemption, dead worker)
-    progress: bool = True
-
-
-@dataclass
-class Plan:
-    """What a run would do: every resolved trial and the ones still to run."""
-
-    space: SearchSpace
-    sweep_uri: str
-    configs: list[TrialConfig]
-    to_run: list[TrialConfig]
-    existing: dict[str, str] = field(default_factory=dict)  # trial_id -> status
-
-    @property
-    def budget(self) -> int:
-        """Trials to start: cells to run, or the Optuna samples not yet spent."""
-        if self.space.is_search:
-            spent = sum(1 for s in self.existing.values() if s == "ok")
-            return max(0, (self.space.doc.search.num_samples or 0) - spent)
-        return len(self.to_run)
-
-
-def make_plan(space: SearchSpace, results_uri: str, *, retry_failed: bool = False) -> Plan:
-    """Expand the space and find what is already done (no Ray)."""
-    if "://" not in results_uri:  # workers may run elsewhere: never hand them a relative path
-        results_uri = os.path.abspath(os.path.expanduser(results_uri))
-    sweep_uri = results.sweep_dir(results_uri, space.name)
-    existing = results.status_by_id(sweep_uri)
-    skip = {"ok"} if retry_failed else {"ok", "failed"}
-    configs = expand(space)
-    to_run = [c for c in configs if existing.get(c.trial_id) not in skip]
-    return Plan(space, sweep_uri, configs, to_run, existing)
 
 
 def failed_row(config: TrialConfig, error: str) -> dict[str, Any]:
@@ -259,8 +215,8 @@ def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None 
 def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
     from ray import tune
 
-    from sweeper.progress import SweepProgress
-    from sweeper.runner_search import optuna_search
+    from sweeper.sweep.progress import SweepProgress
+    from sweeper.sweep.search import optuna_search
 
     space = plan.space
     fs, base = results.location(plan.sweep_uri)

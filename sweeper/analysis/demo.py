@@ -37,19 +37,26 @@ def run_smoke(results: Path, extra: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "sweeper-demo",
-                        help="folder for the results and the report")
-    parser.add_argument("--synthetic", action="store_true",
-                        help="skip training: write fake rows (labelled as such) and report them")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "sweeper-demo",
+        help="folder for the results and the report",
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="skip training: write fake rows (labelled as such) and report them",
+    )
     parser.add_argument("--bootstrap", type=int, default=500, help="resamples of scaling fits")
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
-    from analysis.report import write_report
+    from sweeper.analysis.report import write_report
 
     results = args.out.resolve() / "results"  # absolute: the run's working dir is the repo
     start = time.perf_counter()
     if args.synthetic:
-        from analysis.synthetic import fake_results
+        from sweeper.analysis.synthetic import fake_results
 
         fake_results(results)
         print(f"wrote FAKE rows (not results) to {results}")

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from sweeper.runner import Plan
+    from sweeper.sweep.plan import Plan
 
 SHOWN = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
 

@@ -1,7 +1,7 @@
 """The schema of a search-space YAML document (pydantic, extra keys forbidden).
 
 Validated before anything runs; `sweeper.space` loads files into these models and
-`sweeper.space_expand` turns them into TrialConfigs.
+`sweeper.space.expansion` turns them into TrialConfigs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sweeper.space_paths import parse_path
+from sweeper.space.paths import parse_path
 
 MAX_CELLS = 100_000  # a bigger product is almost surely a typo, and would take minutes to list
 METRICS = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
