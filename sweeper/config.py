@@ -112,7 +112,8 @@ class RuntimeConfig(_Section):
 
 
 class TrialConfig(_Section):
-    sweep: str = "adhoc"
+    sweep: str = "adhoc"  # the results folder's name (`run --sweep NAME` renames it)
+    study: str | None = None  # the space file's `sweep:` name, kept when a run is renamed
     seed: int = 0
     macs_target: float | None = None  # GMACs budget a derived architecture was fitted to
     arch: ArchSpec = ArchSpec()
@@ -131,8 +132,8 @@ class TrialConfig(_Section):
         return value
 
     def identity(self) -> dict[str, Any]:
-        """The config that defines the experiment (no runtime, no sweep name)."""
-        return self.model_dump(mode="json", exclude={"runtime", "sweep"})
+        """The config that defines the experiment (no runtime, no sweep or study name)."""
+        return self.model_dump(mode="json", exclude={"runtime", "sweep", "study"})
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

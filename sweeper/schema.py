@@ -13,6 +13,7 @@ import pyarrow as pa
 _COLUMNS: list[tuple[str, pa.DataType]] = [
     # identity
     ("sweep", pa.string()),
+    ("study", pa.string()),  # the space's `sweep:` name; differs from sweep after --sweep NAME
     ("trial_id", pa.string()),
     ("status", pa.string()),  # ok | failed
     ("error", pa.string()),  # null when ok

@@ -206,6 +206,7 @@ def config_columns(cfg: TrialConfig) -> dict[str, Any]:
     """Every column that follows from the config alone (identity, architecture, training)."""
     return {
         "sweep": cfg.sweep,
+        "study": cfg.study,
         "trial_id": cfg.trial_id,
         "seed": cfg.seed,
         **arch_columns(cfg.arch),
@@ -241,7 +242,7 @@ def per_stage(values: tuple[Any, ...]) -> str:
 
 def _raw_identity(config: dict[str, Any]) -> dict[str, Any]:
     """Identity columns of a dict that failed validation (see the module docstring)."""
-    ident = {k: v for k, v in config.items() if k not in ("runtime", "sweep")}
+    ident = {k: v for k, v in config.items() if k not in ("runtime", "sweep", "study")}
     try:
         blob = json.dumps(ident, sort_keys=True, separators=(",", ":"))
         full = json.dumps(config, sort_keys=True, separators=(",", ":"))

@@ -17,6 +17,7 @@ from sweeper.space.paths import parse_path
 
 MAX_CELLS = 100_000  # a bigger product is almost surely a typo, and would take minutes to list
 METRICS = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
+SWEEP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # also a folder name: no slashes, no leading dot
 
 
 class _Strict(BaseModel):
@@ -131,7 +132,7 @@ class Search(_Strict):
 class SpaceDoc(_Strict):
     """The YAML document, after `extends` has been merged in."""
 
-    sweep: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    sweep: str = Field(pattern=SWEEP_NAME, max_length=100)
     base: dict[str, Any] = {}
     axes: list[Axis] = []
     derive: Derive | None = None
@@ -179,9 +180,16 @@ class SearchSpace(BaseModel):
 
     file: str
     doc: SpaceDoc
+    # `run --sweep NAME`: the results folder and the rows' `sweep`; the study keeps doc.sweep
+    sweep_name: str | None = Field(None, pattern=SWEEP_NAME, max_length=100)
 
     @property
     def name(self) -> str:
+        return self.sweep_name or self.doc.sweep
+
+    @property
+    def study(self) -> str:
+        """The space file's `sweep:` name, the same for every fidelity of one study."""
         return self.doc.sweep
 
     @property

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sweeper.config import TrialConfig
 from sweeper.errors import ConfigError
 from sweeper.space.doc import MAX_CELLS, Derive, Dist, SearchSpace
-from sweeper.space.paths import Part, assign, describe_errors, error_lines, parse_path
+from sweeper.space.paths import Part, assign, describe_errors, error_lines, flatten, parse_path
 
 if TYPE_CHECKING:
     from sweeper.models.spec import ArchSpec
@@ -66,7 +66,7 @@ def check_base(space: SearchSpace) -> None:
         raise ConfigError(describe_errors(err, TrialConfig, ("base",)), file=space.file) from None
     except Exception as err:  # noqa: BLE001 - a bug in a validator must still be one line
         raise ConfigError(f"invalid: {err}", file=space.file, key="base") from None
-    roots = set(TrialConfig.model_fields) - {"sweep"} | {"derive"}
+    roots = set(TrialConfig.model_fields) - {"sweep", "study"} | {"derive"}
     for i, axis in enumerate(space.doc.axes):
         kind = "grid" if axis.grid is not None else "zip" if axis.zip is not None else "sample"
         keys = axis.sample.params if axis.sample else (axis.grid or axis.zip or {})
@@ -177,6 +177,7 @@ def resolve_cell(
         except (ValueError, ValidationError, TypeError) as err:
             raise ConfigError(str(err).splitlines()[0], file=space.file, key=where) from None
     cfg["sweep"] = space.name
+    cfg["study"] = space.study
     if not any(parts == ["seed"] for _, parts, _ in assignments):  # an axis may vary the seed
         cfg["seed"] = seed
     try:
@@ -261,17 +262,8 @@ def resolve_point(space: SearchSpace, point: dict[str, Any]) -> TrialConfig | No
     return resolve_cell(space, assignments, space.doc.seeds[0])
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: value}
-
-
 def varying_values(configs: list[TrialConfig]) -> list[dict[str, Any]]:
     """Per config, only the values that differ across the list (what a study varies)."""
-    flats = [_flat({**c.identity(), "seed": c.seed}) for c in configs]
+    flats = [flatten({**c.identity(), "seed": c.seed}) for c in configs]
     keys = [k for k in flats[0] if any(f.get(k) != flats[0].get(k) for f in flats)] if flats else []
     return [{k: f.get(k) for k in keys} for f in flats]

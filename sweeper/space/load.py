@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from sweeper.errors import ConfigError
-from sweeper.space.doc import SearchSpace, SpaceDoc
+from sweeper.space.doc import SWEEP_NAME, SearchSpace, SpaceDoc
 from sweeper.space.expansion import check_base
 from sweeper.space.paths import describe_errors, fill_indexed
 
@@ -84,8 +84,11 @@ def _load_doc(path: Path, shown: str, seen: tuple[Path, ...]) -> dict[str, Any]:
     return _deep_merge(parent_doc, data)
 
 
-def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SearchSpace:
-    """Read, merge (`extends`), override (`--set k=v`, into `base`) and validate a space."""
+def load(
+    path: str | Path, sets: list[str] | tuple[str, ...] = (), *, sweep: str | None = None
+) -> SearchSpace:
+    """Read, merge (`extends`), override (`--set k=v`, into `base`) and validate a space.
+    `sweep` renames the run (results folder, rows' `sweep`); rows keep the study's name."""
     shown = str(path)
     file = Path(path)
     data = _load_doc(file.resolve(), shown, (file.resolve(),))
@@ -95,7 +98,11 @@ def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SearchSpac
         raise ConfigError(describe_errors(err, SpaceDoc), file=shown) from None
     if sets:
         doc = doc.model_copy(update={"base": _apply_sets(doc.base, sets)})
-    space = SearchSpace(file=shown, doc=doc)
+    if sweep is not None and (len(sweep) > 100 or not re.fullmatch(SWEEP_NAME, sweep)):
+        raise ConfigError(
+            f"expected a folder name of letters, digits, _ . - (got {sweep[:100]!r})", key="--sweep"
+        )
+    space = SearchSpace(file=shown, doc=doc, sweep_name=sweep)
     check_base(space)
     return space
 
@@ -108,6 +115,9 @@ def _apply_sets(base: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict
     try:
         for item in sets:
             parts, _ = parse_override(item)
+            if parts[0] in ("sweep", "study"):  # names, not trial values: never silently dropped
+                raise ConfigError("the sweep's name is not a base value; use --sweep NAME",
+                                  key=parts[0])  # fmt: skip
             fill_indexed(base, parts)
         return apply_overrides(base, list(sets))
     except ConfigError as err:

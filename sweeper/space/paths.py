@@ -30,6 +30,18 @@ def parse_path(key: str) -> list[Part]:
     return parts
 
 
+def flatten(value: Any, prefix: str = "", *, lists: bool = False) -> dict[str, Any]:
+    """{"arch": {"depths": [4, 4, 2]}} -> {"arch.depths": [4, 4, 2]}; with `lists`, list items
+    become leaves too: {"arch.depths.0": 4, "arch.depths.1": 4, "arch.depths.2": 2}."""
+    if isinstance(value, dict) or (lists and isinstance(value, list) and value):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        out: dict[str, Any] = {}
+        for k, v in items:
+            out.update(flatten(v, f"{prefix}{k}.", lists=lists))
+        return out
+    return {prefix[:-1]: value}
+
+
 def _default_at(cfg: dict[str, Any], prefix: list[Part]) -> Any:
     """The value a TrialConfig would have at `prefix` if `cfg` did not set it."""
     from sweeper.config import TrialConfig
