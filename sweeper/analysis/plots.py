@@ -28,6 +28,7 @@ from sweeper.analysis.tables import (
 )
 
 if TYPE_CHECKING:
+    from sweeper.analysis.fidelity import FidelityCheck
     from sweeper.scaling import ScalingFit
 
 _NICE = (0.25, 0.5, 1, 2, 3, 5, 10, 15, 20, 30, 40, 60, 100, 200, 500)  # log-axis ticks
@@ -285,4 +286,32 @@ def variant_intervals(rows: pd.DataFrame, metric: str = "cw_acc", top: int = 40)
     ax.grid(axis="x", alpha=0.3)
     sweep = rows["sweep"].iloc[0] if "sweep" in rows and len(rows) else ""
     ax.set_title(f"{sweep}: variants", fontsize=10)
+    return fig
+
+
+def fidelity_scatter(check: FidelityCheck) -> Figure:
+    """One dot per matched network: its metric at the cheap fidelity against the full one,
+    with the rank correlations in the title (the axes need not share a scale)."""
+    pairs = check.pairs
+    fig = Figure(figsize=(5.2, 4.6), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(100 * pairs["low"], 100 * pairs["high"], s=18, alpha=0.75, color="tab:blue")
+    for which, color in (("low", "tab:orange"), ("high", "tab:green")):
+        top = pairs.loc[pairs[which].idxmax()]
+        ax.scatter(100 * top["low"], 100 * top["high"], s=70, facecolors="none",
+                   edgecolors=color, label=f"best by {which.upper()}: {top['label']}")  # fmt: skip
+    changed = ", ".join(f"{k.split('.')[-1]} {fmt_value(a)}->{fmt_value(b)}"
+                        for k, (a, b) in check.changes.items())  # fmt: skip
+    name = NAMES.get(check.metric, check.metric)
+    ax.set_xlabel(f"{name} accuracy (%), LOW")
+    ax.set_ylabel(f"{name} accuracy (%), HIGH")
+    tau, rho = check.kendall_tau, check.spearman_rho
+    ax.set_title(
+        f"{check.study}: {check.n} networks ({changed})\n"
+        f"Kendall tau {tau:.2f} [{check.kendall_ci[0]:.2f}, {check.kendall_ci[1]:.2f}], "
+        f"Spearman rho {rho:.2f}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
     return fig

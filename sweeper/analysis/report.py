@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweeper.analysis import plots
+from sweeper.analysis import fidelity, plots
 from sweeper.analysis.synthetic import SYNTHETIC_DEVICE
 from sweeper.analysis.tables import (
     DEPTHS,
@@ -149,6 +149,34 @@ def _scaling_section(
     ]
 
 
+def _fidelity_section(rows: pd.DataFrame, out: Path, metric: str) -> list[str]:
+    """Pairs of sweeps of one study at two fidelities (rows with the same `study` that share
+    networks): does the cheap one rank the networks like the expensive one?"""
+    from sweeper.errors import SweeperError
+
+    lines: list[str] = []
+    for low, high in fidelity.fidelity_pairs(rows):
+        try:
+            check = fidelity.compare(rows[rows["sweep"] == low], rows[rows["sweep"] == high],
+                                     metric=metric, names=(low, high))  # fmt: skip
+        except SweeperError:
+            continue  # no shared networks (or too few): not a fidelity pair
+        fig = plots.save(plots.fidelity_scatter(check), out / f"fidelity_{low}_{high}.png")
+        lines += [f"### {low} (LOW) vs {high} (HIGH)", "",
+                  *fidelity.summary_lines(check, (low, high)), "",
+                  f"![{low} vs {high}]({fig.name})", ""]  # fmt: skip
+    if not lines:
+        return []
+    return [
+        "## Fidelity: do cheap runs rank networks like expensive ones?",
+        "",
+        "Sweeps of one study (their rows' `study`) that share networks, matched by "
+        "architecture and seed; 95% BCa bootstrap intervals over networks.",
+        "",
+        *lines,
+    ]
+
+
 def _failures(part: pd.DataFrame, show: int = 10) -> list[str]:
     failed = part[part["status"] != "ok"] if "status" in part else part.iloc[:0]
     if failed.empty:
@@ -230,6 +258,7 @@ def write_report(
     for name, part in rows.groupby("sweep", sort=True):
         lines += _sweep_section(str(name), part, out, metric, bootstrap)
         lines.append("")
+    lines += _fidelity_section(rows, out, metric)
     path = out / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

@@ -9,6 +9,7 @@ analysis recovers them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -107,6 +108,7 @@ def make_row(
     macs_target: float | None = None,
     epochs: int = 10,
     rng: np.random.Generator | None = None,
+    study: str | None = None,
 ) -> dict[str, Any]:
     """One fake ok row; clean/PGD/AA follow from `cw` with fixed gaps (as in the paper's
     tables: PGD about 2.7 points above CW, AA about 1.5 below)."""
@@ -126,17 +128,20 @@ def make_row(
     rng = rng or np.random.default_rng(seed)
     config = {
         "sweep": sweep,
+        "study": study or sweep,
         "seed": seed,
         "macs_target": macs_target,
         "arch": a,
         "train": {"method": "trades", "epochs": epochs, "eps": 8.0},
     }
-    blob = json.dumps({k: v for k, v in config.items() if k != "sweep"}, sort_keys=True)
+    blob = json.dumps({k: v for k, v in config.items() if k not in ("sweep", "study")},
+                      sort_keys=True)  # fmt: skip
     row = empty_row()
     k = a["kernel_size"]
     ks = max(k) if isinstance(k, list) else k
     row.update(
         sweep=sweep,
+        study=study or sweep,
         trial_id=hashlib.sha256(blob.encode()).hexdigest()[:16],
         status="ok",
         seed=seed,
@@ -304,3 +309,64 @@ def fake_results(
     rng = np.random.default_rng(seed)
     frames = [scaling_rows(rng=rng) if s == "compound" else study_rows(s, rng=rng) for s in studies]
     return write_results(pd.concat(frames, ignore_index=True), root)
+
+
+# --- known ground truth for the study-economics checks (sweeper.analysis.fidelity, adaptive order)
+
+DEPTH_VALUES = (2, 3, 4, 5, 7, 9, 11)  # the depth study's grid of D1, D2, D3
+DEPTH_OPTIMUM = (9.0, 9.0, 4.3)  # planted best blocks per stage: about 2 : 2 : 1
+
+
+def planted_depth_cw(depths: Sequence[int], optimum: Sequence[float] = DEPTH_OPTIMUM) -> float:
+    """A depth study's noiseless CW accuracy with one planted optimum: a smoothed cone in
+    log-depth space around `optimum` (9 : 9 : 4.3, the paper's 2:2:1 split). Over the
+    343-cell grid it spans about 8 points, the order of the paper's depth study; its best
+    cell, D = 9/9/4, leads the next ones by 0.25 points or more."""
+    gap = np.log(np.asarray(depths, float)) - np.log(np.asarray(optimum, float))
+    return float(0.53 - 0.035 * np.sqrt((gap**2).sum() + 0.05**2))
+
+
+def depth_grid_rows(
+    values: Sequence[int] = DEPTH_VALUES,
+    *,
+    optimum: Sequence[float] = DEPTH_OPTIMUM,
+    noise: float = 0.003,
+    seed: int = 0,
+    sweep: str = "depth",
+) -> pd.DataFrame:
+    """Every cell of a D1 x D2 x D3 grid (W 10/10/10, one seed): `planted_depth_cw` plus
+    Gaussian noise of sd `noise`. The planted best cell is the grid's argmax of
+    `planted_depth_cw`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for d in itertools.product(values, repeat=3):
+        cw = planted_depth_cw(d, optimum) + rng.normal(0, noise)
+        rows.append(make_row(sweep, 0, arch={"depths": list(d)}, cw=cw, rng=rng))
+    return to_frame(rows)
+
+
+def fidelity_pair(
+    networks: int = 60,
+    tau: float = 0.6,
+    *,
+    seed: int = 0,
+    epochs: tuple[int, int] = (10, 100),
+    study: str = "depth",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One study at two fidelities (sweeps `<study>-e<epochs>`) whose CW accuracies have a
+    planted population Kendall tau: the two are bivariate normal with correlation
+    sin(pi tau / 2), whose Kendall tau is exactly `tau` (Greiner's relation)."""
+    rng = np.random.default_rng(seed)
+    cells = list(itertools.product(DEPTH_VALUES, repeat=3))
+    picked = [cells[i] for i in rng.choice(len(cells), size=networks, replace=False)]
+    r = np.sin(np.pi * tau / 2)
+    z = rng.multivariate_normal([0.0, 0.0], [[1.0, r], [r, 1.0]], size=networks)
+    sides = []
+    for column, (e, mean) in enumerate(zip(epochs, (0.45, 0.53))):
+        sweep, cw = f"{study}-e{e}", mean + 0.02 * z[:, column]
+        rows = [
+            make_row(sweep, 0, arch={"depths": list(d)}, cw=c, epochs=e, rng=rng, study=study)
+            for d, c in zip(picked, cw)
+        ]
+        sides.append(to_frame(rows))
+    return sides[0], sides[1]

@@ -35,9 +35,16 @@ def version() -> None:
 
 @functools.cache
 def _register() -> None:
-    from sweeper.cli import analysis_cmds, model_cmds, perf_cmds, sweep_cmds, trial_cmds
+    from sweeper.cli import (
+        analysis_cmds,
+        economics_cmds,
+        model_cmds,
+        perf_cmds,
+        sweep_cmds,
+        trial_cmds,
+    )
 
-    for module in (model_cmds, trial_cmds, sweep_cmds, analysis_cmds, perf_cmds):
+    for module in (model_cmds, trial_cmds, sweep_cmds, analysis_cmds, perf_cmds, economics_cmds):
         module.register(app)
 
 

@@ -32,14 +32,24 @@ def run(
     retry_failed: bool = typer.Option(False, help="rerun trials whose row says failed"),
     dry_run: bool = typer.Option(False, help="list the trials; start nothing"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+    sweep: str = typer.Option(None, help="results folder / sweep name (default: the space's)"),
+    order: str = typer.Option("grid", help="grid, or adaptive: a surrogate picks the next cell"),
+    subsample: int = typer.Option(None, min=1, help="run only K cells of --from's finished ones"),
+    from_: str = typer.Option(None, "--from", help="a finished sweep to --subsample from"),
+    stratify: str = typer.Option("cw_acc", help="--subsample spreads K over this metric"),
+    subsample_seed: int = typer.Option(0, help="seed of the --subsample draw"),
 ) -> None:
     """Run every trial of a search space that has no result row yet."""
     from sweeper import space as spaces
+    from sweeper.cli import economics_cmds
     from sweeper.sweep.plan import RunOptions, make_plan
 
-    loaded = spaces.load(space, set_)
+    loaded = spaces.load(space, set_, sweep=sweep)
+    order = economics_cmds.check_order(loaded, order)
+    select = economics_cmds.subsample_option(loaded, results, subsample, from_, stratify,
+                                             subsample_seed)  # fmt: skip
     if dry_run:
-        plan = make_plan(loaded, results, retry_failed=retry_failed)
+        plan = make_plan(loaded, results, retry_failed=retry_failed, select=select)
         _print_plan(plan, as_json)
         return
     from sweeper.sweep.runner import run_sweep
@@ -47,8 +57,8 @@ def run(
     options = RunOptions(results=results, address=address, cpus_per_trial=cpus_per_trial,
                          gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,
                          max_failures=max_failures, retry_failed=retry_failed,
-                         progress=True)  # fmt: skip
-    summary = run_sweep(loaded, options)
+                         progress=True, order=order)  # fmt: skip
+    summary = run_sweep(loaded, options, select=select)
     rows = summary.rows
     if as_json:
         out = {
@@ -190,6 +200,7 @@ def status(
 ) -> None:
     """Counts by status, best rows and time spent, per sweep."""
     from sweeper import results
+    from sweeper.cli.economics_cmds import adaptive_lines, adaptive_status
     from sweeper.errors import SweeperError
 
     frame = results.read(path)
@@ -211,6 +222,9 @@ def status(
             "best_by": metric,
             "best": _records(best),
         }
+        adaptive = adaptive_status(path, str(sweep))
+        if adaptive is not None:
+            report[str(sweep)]["adaptive"] = adaptive
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -225,3 +239,5 @@ def status(
             ours = frame[frame["sweep"] == sweep]  # a trial_id may recur in another sweep
             best = ours.set_index("trial_id").loc[order].reset_index()
             _print_rows(best, f"best by {info['best_by']}", by_id=False)
+        for line in adaptive_lines(info["adaptive"]) if "adaptive" in info else []:
+            console.print(line, highlight=False, markup=False)

@@ -7,11 +7,15 @@ and only `sweeper.sweep.runner` turns it into Ray Tune trials.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sweeper import results
 from sweeper.config import TrialConfig
 from sweeper.space import SearchSpace, expand
+
+Select = Callable[[list[TrialConfig]], list[TrialConfig]]
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class RunOptions:
     retry_failed: bool = False
     max_failures: int = 2  # Ray-level retries of a trial (preemption, dead worker)
     progress: bool = True
+    order: Literal["grid", "adaptive"] = "grid"  # adaptive: cells by a surrogate (sweep.adaptive)
 
 
 @dataclass
@@ -47,13 +52,17 @@ class Plan:
         return len(self.to_run)
 
 
-def make_plan(space: SearchSpace, results_uri: str, *, retry_failed: bool = False) -> Plan:
-    """Expand the space and find what is already done (no Ray)."""
+def make_plan(space: SearchSpace, results_uri: str, *, retry_failed: bool = False,
+              select: Select | None = None) -> Plan:  # fmt: skip
+    """Expand the space and find what is already done (no Ray). `select` keeps only some
+    of the space's cells (`--subsample`); the plan then holds those alone."""
     if "://" not in results_uri:  # workers may run elsewhere: never hand them a relative path
         results_uri = os.path.abspath(os.path.expanduser(results_uri))
     sweep_uri = results.sweep_dir(results_uri, space.name)
     existing = results.status_by_id(sweep_uri)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     configs = expand(space)
+    if select is not None:
+        configs = select(configs)
     to_run = [c for c in configs if existing.get(c.trial_id) not in skip]
     return Plan(space, sweep_uri, configs, to_run, existing)

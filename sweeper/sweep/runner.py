@@ -24,7 +24,7 @@ from sweeper import results
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
 from sweeper.space import METRICS, SearchSpace, resolve_point, search_params
-from sweeper.sweep.plan import Plan, RunOptions, make_plan
+from sweeper.sweep.plan import Plan, RunOptions, Select, make_plan
 
 TrialFn = Callable[..., dict[str, Any]]
 
@@ -192,10 +192,11 @@ class RunSummary:
     rows: Any  # pandas.DataFrame of this space's trials
 
 
-def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None = None
-              ) -> RunSummary:  # fmt: skip
-    """Run every trial of `space` that has no row yet (no ok row, with --retry-failed)."""
-    plan = make_plan(space, options.results, retry_failed=options.retry_failed)
+def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None = None,
+              *, select: Select | None = None) -> RunSummary:  # fmt: skip
+    """Run every trial of `space` that has no row yet (no ok row, with --retry-failed);
+    `select` keeps some of its cells only (`--subsample`)."""
+    plan = make_plan(space, options.results, retry_failed=options.retry_failed, select=select)
     t0 = time.monotonic()
     if plan.budget == 0:
         return RunSummary(plan, 0, 0.0, _rows_of(plan))
@@ -237,6 +238,15 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
         tune_config = tune.TuneConfig(search_alg=searcher, num_samples=plan.budget,
                                       max_concurrent_trials=options.max_concurrent,
                                       reuse_actors=True)  # fmt: skip
+    elif options.order == "adaptive":  # cells one by one, chosen by a surrogate
+        from sweeper.sweep.adaptive_search import AdaptiveSearcher
+
+        param_space = {}
+        searcher = AdaptiveSearcher(plan, metric=search.metric, mode=search.mode)
+        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=plan.budget,
+                                      max_concurrent_trials=options.max_concurrent,
+                                      trial_dirname_creator=_dirname,
+                                      trial_name_creator=_dirname, reuse_actors=True)  # fmt: skip
     else:
         param_space = {"trial": tune.grid_search([c.model_dump_json() for c in plan.to_run])}
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=options.max_concurrent,
