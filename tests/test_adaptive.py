@@ -86,15 +86,15 @@ def test_start_is_space_filling(grid: tuple) -> None:
 def test_surrogate_ranks_and_concludes(grid: tuple) -> None:
     leaves, y, best = grid
     cells = cells_from_leaves(leaves)
-    index = list(range(0, 125, 4))
+    index = sorted(np.random.default_rng(0).choice(125, 30, replace=False))
     rho = cv_rank_correlation(cells, index, y[index])
     assert rho is not None and rho > 0.8
     mu, sd = Surrogate(cells).fit(index, y[index]).predict()
     assert np.corrcoef(mu, y)[0, 1] > 0.9 and (sd > 0).all()
-    found = conclusion(cells, index, y[index], samples=200, bags=3)
+    found = conclusion(cells, index, y[index], samples=200, bags=2)
     assert 0 <= found["best"]["probability"] <= found["top5_probability"] <= 1
     assert [f["factor"] for f in found["factors"]] == ["depth1", "depth2", "depth3"]
-    worst = conclusion(cells, index, y[index], mode="min", samples=200, bags=3)
+    worst = conclusion(cells, index, y[index], mode="min", samples=200, bags=2)
     assert worst["best"]["cell"] != found["best"]["cell"] and worst["best"]["predicted"] < 0.48
 
 
@@ -117,8 +117,8 @@ def test_bench_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import adaptive_order
 
-    argv = ["--seeds", "1", "--values", "2,5,11", "--every", "9", "--concurrency", "9", "--json"]
+    argv = ["--seeds", "1", "--values", "2,11", "--every", "4", "--json"]  # 8 cells
     assert adaptive_order.main(argv) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["cells"] == 27 and 1 <= record["adaptive_best"] <= 27
-    assert 1 <= record["random_best"] <= 27
+    assert record["cells"] == 8 and record["best_cell"] == [11, 11, 2]
+    assert 1 <= record["adaptive_best"] <= 8 and 1 <= record["random_best"] <= 8

@@ -36,7 +36,8 @@ def test_matching_ignores_fidelity_keys_and_counts_the_unmatched() -> None:
     assert (check.n, check.trials, check.low_only, check.high_only) == (8, 8, 4, 0)
     assert check.changes == {"train.epochs": (10, 100)}
     assert set(check.pairs["label"]) == {
-        f"depths={a}/{b}/{c}" for a, b, c in high[["depth1", "depth2", "depth3"]].to_numpy()
+        f"depth1={a}, depth2={b}, depth3={c}"
+        for a, b, c in high[["depth1", "depth2", "depth3"]].to_numpy()
     }
 
 
@@ -176,3 +177,33 @@ def test_report_has_a_fidelity_section_for_sweeps_of_one_study(tmp_path: Path) -
     assert (tmp_path / "report" / "fidelity_depth-e10_depth-e100.png").exists()
     alone = write_report(root / "se", tmp_path / "report2", bootstrap=50).read_text()
     assert "## Fidelity" not in alone
+
+
+def test_fidelity_of_real_trials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rows from run_trial itself (tiny digits networks, 1 vs 3 epochs): the matching reads
+    real stored configs. The recorded run on a 12-network digits study is in bench/RESULTS.md."""
+    from sweeper import results, space
+    from sweeper.trial import run_trial
+
+    path = tmp_path / "real.yaml"
+    path.write_text(
+        "sweep: real\n"
+        "base:\n"
+        "  arch: {block: basic, depths: [1, 1, 1], widths: [0.25, 0.25, 0.25]}\n"
+        "  data: {dataset: digits, image_size: 8, holdout_size: 0, train_size: 400,\n"
+        "         test_size: 120}\n"
+        "  train: {method: clean, epochs: 1, batch_size: 64}\n"
+        "  eval: {eps: 2.0, pgd_steps: 1, cw_steps: 2, aa_size: 0, history_pgd_steps: 0}\n"
+        "axes:\n  - grid: {arch.activation: [relu, silu, gelu, elu]}\n"
+    )
+    for epochs in (1, 3):
+        loaded = space.load(path, [f"train.epochs={epochs}"], sweep=f"real-e{epochs}")
+        for config in space.expand(loaded):
+            row = run_trial(config, catch=False)
+            results.write_row(str(tmp_path / "r" / loaded.name), row)
+    assert main(["fidelity", str(tmp_path / "r" / "real-e1"), str(tmp_path / "r" / "real-e3"),
+                 "--json", "--bootstrap", "200"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 4 and out["study"] == "real"
+    assert out["fidelity"] == {"train.epochs": {"low": 1, "high": 3}}
+    assert {c["conclusion"] for c in out["conclusions"]} >= {"best network", "best activation"}

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweeper.analysis.surrogate import cells_from_leaves
 from sweeper.analysis.tables import (
     fmt_value,
     ok_rows,
@@ -126,19 +127,6 @@ def _study(rows: pd.DataFrame, name: str) -> str:
     return found[0]
 
 
-def _label(leaves: dict[str, Any], keys: list[str]) -> str:
-    """'depths=9/9/4' from a network's varying leaves (per-stage lists joined, arch. dropped)."""
-    groups: dict[str, list[str]] = {}
-    for key in keys:
-        head, _, tail = key.rpartition(".")
-        name = head if tail.isdigit() and head else key
-        groups.setdefault(name.removeprefix("arch."), []).append(fmt_value(leaves.get(key)))
-    parts = []
-    for name, values in groups.items():
-        parts.append(f"{name}={values[0] if len(set(values)) == 1 else '/'.join(values)}")
-    return ", ".join(parts) or "all"
-
-
 def pair_rows(
     low: pd.DataFrame,
     high: pd.DataFrame,
@@ -177,12 +165,8 @@ def pair_rows(
             f"({len(high)} ok): nothing to compare"
         )
     li, hi = (list(ix) for ix in zip(*pairs))
-    matched = [leaves[0][i] for i in li]
-    seen = {k for leaf in matched for k in leaf}  # within one side, fidelity keys are constant
-    varying = sorted(
-        k for k in seen if k != "seed" and len({repr(leaf.get(k)) for leaf in matched}) > 1
-    )
-    labels = [_label(leaf, varying) for leaf in matched]
+    # what varies among the matched networks of one side (its fidelity keys are constant)
+    labels = cells_from_leaves([leaves[0][i] for i in li]).labels
     out = []
     for side, index, nets in ((low, li, net_low), (high, hi, net_high)):
         part = side.iloc[index].reset_index(drop=True)
@@ -430,11 +414,17 @@ def summary_lines(check: FidelityCheck, names: tuple[str, str] = ("LOW", "HIGH")
         ]
     )
     kept = sum(c.same for c in check.conclusions)
+    few = (
+        [f"Only {check.n} networks: the bootstrap intervals are rough (BCa needs more points).", ""]
+        if check.n < 10
+        else []
+    )
     return [
         f"Study `{check.study}`, {check.metric}; fidelity: {changed}.",
         "",
         to_markdown(stats, index=False),
         "",
+        *few,
         f"{kept} of {len(check.conclusions)} conclusions are the same at both fidelities "
         "(on the matched networks only):",
         "",

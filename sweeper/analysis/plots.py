@@ -276,7 +276,7 @@ def variant_intervals(rows: pd.DataFrame, metric: str = "cw_acc", top: int = 40)
     )
     if base.any():
         ax.axvline(mean[base][0], color="C3", ls=":", lw=1)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     ax.set_yticks(y, [label(k, table) for k in table.index], fontsize=7)
     several = (table["n"] > 1).any()
     ax.set_xlabel(
@@ -312,6 +312,6 @@ def fidelity_scatter(check: FidelityCheck) -> Figure:
         f"Spearman rho {rho:.2f}",
         fontsize=9,
     )
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     return fig
