@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 class AdaptiveSearcher(Searcher):
     """Suggests {"trial": config JSON} for the next cell; the trainable runs it as a grid
-    cell. Writes the surrogate's summary to the sweep folder every ~5% of the grid."""
+    cell. Writes the surrogate's summary to the sweep folder every ~5% of the grid and at
+    the end."""
 
     def __init__(self, plan: Plan, *, metric: str, mode: str, seed: int = 0) -> None:
         super().__init__(metric=metric, mode=mode)
@@ -37,7 +38,8 @@ class AdaptiveSearcher(Searcher):
             if tid not in to_run and cell not in self.order.observed:
                 self.order.drop(cell)  # done without a value, or failed (no --retry-failed)
         self.live: dict[str, int] = {}
-        self.every = max(1, len(self.configs) // 20)
+        # a summary costs ~15 GP fits in the driver: every 5% of the grid (3 trials at least)
+        self.every = max(3, len(self.configs) // 20)
         self.completed = 0
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
