@@ -42,10 +42,10 @@ class DataConfig(_Section):
     holdout_size: int = Field(512, ge=0)  # training images held out for per-epoch history
     augment: bool = True  # random crop (4 px padding) + horizontal flip
     rotate_degrees: float = Field(0.0, ge=0)  # CIFAR-100 protocol uses 20
-    image_size: int = Field(32, ge=4)  # digits / synthetic only; CIFAR is 32
-    synthetic_classes: int = Field(10, ge=2)
-    synthetic_train: int = Field(1000, ge=1)
-    synthetic_test: int = Field(500, ge=1)
+    image_size: int = Field(32, ge=4, le=1024)  # digits / synthetic only; CIFAR is 32
+    synthetic_classes: int = Field(10, ge=2, le=100_000)
+    synthetic_train: int = Field(1000, ge=1, le=1_000_000)
+    synthetic_test: int = Field(500, ge=1, le=1_000_000)
 
 
 class TrainConfig(_Section):

@@ -66,6 +66,10 @@ def check_base(space: SearchSpace) -> None:
         raise ConfigError(describe_errors(err, TrialConfig, ("base",)), file=space.file) from None
     except Exception as err:  # noqa: BLE001 - a bug in a validator must still be one line
         raise ConfigError(f"invalid: {err}", file=space.file, key="base") from None
+    for key, where in (("seed", "seeds: [...] (the repeats)"), ("sweep", "sweep: NAME")):
+        if key in space.doc.base:  # resolve_cell sets both: a base value would be ignored
+            raise ConfigError(f"set it at the top level instead: {where}", file=space.file,
+                              key=f"base.{key}")  # fmt: skip
     roots = set(TrialConfig.model_fields) - {"sweep"} | {"derive"}
     for i, axis in enumerate(space.doc.axes):
         kind = "grid" if axis.grid is not None else "zip" if axis.zip is not None else "sample"
