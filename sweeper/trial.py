@@ -36,6 +36,7 @@ import sweeper
 from sweeper.config import TrialConfig
 from sweeper.errors import ConfigError, TrialFailed, from_validation_error
 from sweeper.models.spec import ArchSpec
+from sweeper.provenance import provenance
 from sweeper.schema import check_row, empty_row
 
 MAX_ERROR_CHARS = 1000
@@ -47,11 +48,14 @@ def run_trial(
     checkpoint_dir: str | Path | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     catch: bool = True,
+    weights_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one configuration; return its result row.
 
     With `checkpoint_dir`, training checkpoints every epoch and resumes from the last
     checkpoint there. `on_epoch(record)` runs after each epoch's checkpoint. With
+    `weights_dir`, the trained network is saved there before its evaluation (see
+    `save_weights`) and the row's `weights` names the evaluated file. With
     catch=True any exception becomes a `failed` row whose `error` is one line
     ("TypeName: message"); TrialFailed (divergence) gives a failed row even with
     catch=False. Everything else is re-raised when catch=False.
@@ -62,6 +66,7 @@ def run_trial(
         started_at=_now(),
         sweeper_version=sweeper.__version__,
         torch_version=torch.__version__,
+        **provenance(),
     )
     try:
         cfg = validate_config(config)
@@ -81,7 +86,8 @@ def run_trial(
             on_epoch(record)
 
     try:
-        _execute(cfg, row, checkpoint_dir=checkpoint_dir, on_epoch=record_epoch)
+        _execute(cfg, row, checkpoint_dir=checkpoint_dir, on_epoch=record_epoch,
+                 weights_dir=weights_dir)  # fmt: skip
         row.update(status="ok", error=None)
     except TrialFailed as err:
         row["error"] = one_line(err)
@@ -114,6 +120,7 @@ def _execute(
     *,
     checkpoint_dir: str | Path | None,
     on_epoch: Callable[[dict[str, Any]], None],
+    weights_dir: str | Path | None = None,
 ) -> None:
     """Seed, load, build, train, evaluate: filling `row` as facts become known."""
     from sweeper import models
@@ -151,6 +158,8 @@ def _execute(
                    on_epoch=on_epoch)  # fmt: skip
     row["train_seconds"] = result.seconds
     row["history"] = json.dumps(result.history)
+    if weights_dir is not None:  # kept before evaluating: an attack that fails loses no training
+        row["weights"] = str(save_weights(weights_dir, result, cfg))
 
     t0 = _now()
     row.update(evaluate(result.model, data, cfg, device=device))
@@ -196,6 +205,27 @@ def evaluate(
             )  # fmt: skip
             out["aa_n"] = n_aa
     return out
+
+
+def save_weights(directory: str | Path, result: Any, cfg: TrialConfig) -> Path:
+    """Write the trained network as plain state dicts (CPU tensors only, so
+    `torch.load(path, weights_only=True)` reads them anywhere): `final.pt`, the weights at
+    the end of training (the EMA copy when train.ema is set), and `best.pt` when training
+    kept a best epoch (TrainResult.best_state). Returns the file that is evaluated:
+    best.pt with eval.checkpoint best, else final.pt."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    states = {"final": result.model.state_dict()}
+    best = getattr(result, "best_state", None)
+    if best is not None:
+        states["best"] = best
+    for name, state in states.items():
+        cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+        tmp = directory / f".{name}.pt.tmp"
+        torch.save(cpu, tmp)
+        tmp.replace(directory / f"{name}.pt")
+    use_best = best is not None and getattr(cfg.eval, "checkpoint", "final") == "best"
+    return directory / ("best.pt" if use_best else "final.pt")
 
 
 # ----------------------------------------------------------------------------------------------

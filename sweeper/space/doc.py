@@ -7,6 +7,8 @@ Validated before anything runs; `sweeper.space` loads files into these models an
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import random
 from typing import Annotated, Any, Literal
@@ -187,3 +189,11 @@ class SearchSpace(BaseModel):
     @property
     def is_search(self) -> bool:
         return self.doc.search.method == "optuna"
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the space as loaded: `extends` merged and `--set` applied, as canonical
+        JSON (comments and key order do not count; a changed protocol file or override
+        does). Rows carry it as `space_sha256`."""
+        blob = json.dumps(self.doc.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
