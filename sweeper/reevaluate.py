@@ -17,12 +17,13 @@ from sweeper.errors import ConfigError
 from sweeper.trial import device_name, evaluate, pick_device, seed_everything
 
 # What a re-evaluation may change: how it measures, never what was trained.
-EVAL_KEYS = ("eval.", "runtime.", "data.test_size")
+EVAL_SECTIONS = ("eval.", "runtime.")
+EVAL_KEYS = ("data.test_size",)
 
 
 def check_eval_override(key: str) -> None:
     """An override of anything but the evaluation settings would describe another network."""
-    if not (key.startswith(EVAL_KEYS[:2]) or key == EVAL_KEYS[2]):
+    if not (key.startswith(EVAL_SECTIONS) or key in EVAL_KEYS):
         raise ConfigError(
             "only eval.*, runtime.* and data.test_size change an evaluation "
             "(the rest of the config describes the trained network)",
