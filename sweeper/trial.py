@@ -118,11 +118,13 @@ def _execute(
     """Seed, load, build, train, evaluate: filling `row` as facts become known."""
     from sweeper import models
     from sweeper.data import load_dataset
-    from sweeper.training import train
+    from sweeper.training import precision, train
 
     rt = cfg.runtime
     device = pick_device(rt.device)
     row["device"] = device_name(device)
+    row["precision"] = precision(device, rt.bf16)
+    row["eval_precision"] = precision(device, rt.bf16 and not rt.eval_fp32)
     seed_everything(cfg.seed, deterministic=rt.deterministic)
 
     data = load_dataset(
@@ -151,6 +153,7 @@ def _execute(
                    on_epoch=on_epoch)  # fmt: skip
     row["train_seconds"] = result.seconds
     row["history"] = json.dumps(result.history)
+    row["best_epoch"] = result.best_epoch
 
     t0 = _now()
     row.update(evaluate(result.model, data, cfg, device=device))
@@ -161,7 +164,10 @@ def evaluate(
     model: torch.nn.Module, data: Any, cfg: TrialConfig, *, device: torch.device
 ) -> dict[str, Any]:
     """Clean, PGD-k and CW-k accuracy on the test split, AutoAttack on its first aa_size
-    points: the metric columns of a row. fp32 unless runtime.eval_fp32 is false."""
+    points: the metric columns of a row. fp32 unless runtime.eval_fp32 is false.
+
+    PGD and CW start uniformly in the eps ball, CW with confidence eval.cw_kappa: the
+    reference's `_pgd_whitebox` / `_pgd_cw_whitebox` (core/dist_engine.py)."""
     from sweeper import attacks
     from sweeper.training import autocast
 
@@ -182,7 +188,8 @@ def evaluate(
                 continue
             attack = functools.partial(
                 attacks.pgd, eps=eps, step_size=step_size / 255, steps=steps, loss=loss,
-                random_start=True, generator=torch.Generator(device=device).manual_seed(cfg.seed),
+                random_start=True, cw_kappa=ev.cw_kappa,
+                generator=torch.Generator(device=device).manual_seed(cfg.seed),
             )  # fmt: skip
             out[f"{name}_acc"] = attacks.accuracy(
                 model, x, y, batch_size=ev.batch_size, attack=attack
@@ -213,7 +220,10 @@ def config_columns(cfg: TrialConfig) -> dict[str, Any]:
         "dataset": cfg.data.dataset,
         "train_method": cfg.train.method,
         "epochs": cfg.train.epochs,
+        "stop_epoch": cfg.train.trained_epochs,
         "eps": cfg.train.eps,
+        "cw_kappa": cfg.eval.cw_kappa,
+        "checkpoint": cfg.eval.checkpoint,
         "config": cfg.canonical_json(),
     }
 
