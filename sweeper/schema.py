@@ -37,8 +37,10 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     # training
     ("dataset", pa.string()),
     ("train_method", pa.string()),
-    ("epochs", pa.int64()),
+    ("epochs", pa.int64()),  # length of the lr schedule
+    ("stop_epoch", pa.int64()),  # epochs trained: train.stop_epoch, or all of the schedule
     ("eps", pa.float64()),  # 1/255 pixel units
+    ("precision", pa.string()),  # training forward passes: bf16 (autocast) | fp32
     # metrics (fractions) and the number of test points each was measured on
     ("clean_acc", pa.float64()),
     ("pgd_acc", pa.float64()),
@@ -48,6 +50,11 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("pgd_n", pa.int64()),
     ("cw_n", pa.int64()),
     ("aa_n", pa.int64()),
+    # what the metrics were measured with
+    ("cw_kappa", pa.float64()),  # CW confidence (eval.cw_kappa)
+    ("checkpoint", pa.string()),  # weights scored: last | best (eval.checkpoint)
+    ("best_epoch", pa.int64()),  # epoch with the best holdout PGD accuracy (null: no holdout)
+    ("eval_precision", pa.string()),  # bf16 | fp32
     # provenance and cost
     ("started_at", pa.timestamp("us", tz="UTC")),
     ("ended_at", pa.timestamp("us", tz="UTC")),

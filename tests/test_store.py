@@ -143,6 +143,32 @@ def test_export_writes_a_model_that_loads_without_the_sweep(trained: Any, tmp_pa
     assert (pred == data.test_y).float().mean().item() == pytest.approx(rows[0]["clean_acc"])
 
 
+def test_with_the_best_checkpoint_both_weights_are_kept_and_the_row_names_best(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "store.yaml"
+    path.write_text(SPACE.replace("history_pgd_steps: 0", "history_pgd_steps: 2"))
+    space = load(path)
+    config = expand(space)[0]
+    best = TrialConfig.model_validate({**config.model_dump(), "eval": {
+        **config.eval.model_dump(), "checkpoint": "best"}})  # fmt: skip
+    row = run_trial(best, weights_dir=tmp_path / "best")
+    assert row["status"] == "ok" and row["weights"] == str(tmp_path / "best" / "best.pt")
+    assert row["best_epoch"] < row["epochs"]  # so best.pt and final.pt differ
+    last = run_trial(config, weights_dir=tmp_path / "last")
+    assert last["weights"] == str(tmp_path / "last" / "final.pt")
+    final = torch.load(tmp_path / "best" / "final.pt", weights_only=True)
+    same = torch.load(last["weights"], weights_only=True)
+    assert all(torch.equal(final[k], same[k]) for k in same)  # the end of the same training
+    sweep = str(tmp_path / "r" / "store")
+    _store(sweep, row, space, [])
+    assert results.read_row(sweep, row["trial_id"])["weights"].endswith("/best.pt")
+    assert main(["eval", sweep, "--json"]) == 0
+    [ev] = json.loads(capsys.readouterr().out)["rows"]
+    assert ev["weights"].endswith("/best.pt")
+    assert (ev["clean_acc"], ev["pgd_acc"]) == (row["clean_acc"], row["pgd_acc"])
+
+
 def test_sweeper_trial_keeps_the_weights_where_asked(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -90,14 +90,14 @@ def trial(
         console=err,
         transient=as_json,
     ) as progress:
-        task = progress.add_task(cfg.trial_id, total=cfg.train.epochs, info="")
+        task = progress.add_task(cfg.trial_id, total=cfg.train.trained_epochs, info="")
 
         def on_epoch(record: dict[str, Any]) -> None:
             acc = record.get("holdout_pgd_acc")
             info = f"loss {record['train_loss']:.3f}"
             if acc is not None:
                 info += f"  holdout PGD {100 * acc:.1f}%"
-            if record["epoch"] == cfg.train.epochs:
+            if record["epoch"] == cfg.train.trained_epochs:
                 info += "  evaluating..."
             progress.update(task, completed=record["epoch"], info=info)
 

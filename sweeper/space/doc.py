@@ -95,6 +95,9 @@ class Scaling(_Strict):
     gmacs: float = Field(gt=0, le=1e4)
     depth_share: float = Field(0.7, gt=0, lt=1)
     block: str | None = None  # default: the trial's arch.block
+    # true: widths then scaled by one fractional factor onto the budget (robust_scaling's
+    # match_budget); false: the whole widening factors of the published points
+    match_budget: bool = False
 
 
 class Derive(_Strict):

@@ -52,10 +52,12 @@ def _match_width(spec: ArchSpec, target_macs: int) -> ArchSpec:
 
 
 @functools.lru_cache(maxsize=1024)
-def _robust_scaling(gmacs: float, share: float, block: str, overrides: str) -> ArchSpec:
+def _robust_scaling(
+    gmacs: float, share: float, block: str, match_budget: bool, overrides: str
+) -> ArchSpec:
     from sweeper.models import robust_scaling
 
-    return robust_scaling(gmacs, share, block, **json.loads(overrides))
+    return robust_scaling(gmacs, share, block, match_budget=match_budget, **json.loads(overrides))
 
 
 def check_base(space: SearchSpace) -> None:
@@ -224,8 +226,9 @@ def _derive(config: TrialConfig, rule: Derive) -> TrialConfig:
             and not (isinstance(v, list) and tuple(v) == getattr(default, k))
         }
         arch = _robust_scaling(
-            s.gmacs, s.depth_share, s.block or config.arch.block, json.dumps(keep, sort_keys=True)
-        )
+            s.gmacs, s.depth_share, s.block or config.arch.block, s.match_budget,
+            json.dumps(keep, sort_keys=True),
+        )  # fmt: skip
         return config.model_copy(update={"arch": arch, "macs_target": s.gmacs})
     return config
 
