@@ -32,7 +32,8 @@ LOG_DIR = tempfile.mkdtemp(prefix="sweeper-test-economics-")  # captured by valu
 
 
 def planted_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
-                  on_epoch: Any = None, catch: bool = True) -> dict[str, Any]:  # fmt: skip
+                  on_epoch: Any = None, catch: bool = True,
+                  weights_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Looks like run_trial: best at depth1 3 with SiLU, a little better with more epochs."""
     from sweeper.trial import config_columns
 

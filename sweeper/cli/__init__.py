@@ -40,11 +40,14 @@ def _register() -> None:
         economics_cmds,
         model_cmds,
         perf_cmds,
+        store_cmds,
+        studies_cmds,
         sweep_cmds,
         trial_cmds,
     )
 
-    for module in (model_cmds, trial_cmds, sweep_cmds, analysis_cmds, perf_cmds, economics_cmds):
+    for module in (model_cmds, trial_cmds, sweep_cmds, store_cmds, studies_cmds, analysis_cmds,
+                   perf_cmds, economics_cmds):  # fmt: skip
         module.register(app)
 
 
