@@ -27,6 +27,9 @@ def run(
     address: str = typer.Option(None, help="join a Ray cluster (auto or host:port)"),
     cpus_per_trial: float = typer.Option(1.0, min=0.0),
     gpus_per_trial: float = typer.Option(None, min=0.0, help="default: 1 if GPUs, else 0"),
+    workers_per_trial: int = typer.Option(
+        None, min=1, help="data-parallel workers per trial, one GPU each (runtime.workers)"
+    ),
     max_concurrent: int = typer.Option(None, min=1, help="trials at once (default: by resources)"),
     max_failures: int = typer.Option(2, min=0, help="Ray retries of a preempted trial"),
     retry_failed: bool = typer.Option(False, help="rerun trials whose row says failed"),
@@ -37,6 +40,8 @@ def run(
     from sweeper import space as spaces
     from sweeper.sweep.plan import RunOptions, make_plan
 
+    if workers_per_trial is not None:  # the same as --set runtime.workers=N
+        set_ = [*set_, f"runtime.workers={workers_per_trial}"]
     loaded = spaces.load(space, set_)
     if dry_run:
         plan = make_plan(loaded, results, retry_failed=retry_failed)
