@@ -52,6 +52,23 @@ def test_workers_split_the_global_batch_and_are_not_the_trial() -> None:
         TrialConfig(runtime={"workers": 3}, train={"batch_size": 128})
 
 
+def test_workers_per_trial_changes_resources_not_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sweeper.cli import main
+
+    smoke = str(Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml")
+    plans = []
+    for extra in ([], ["--workers-per-trial", "2"]):
+        argv = ["run", smoke, "--dry-run", "--json", "--results", str(tmp_path), *extra]
+        assert main(argv) == 0
+        plans.append(json.loads(capsys.readouterr().out)["trials_list"])
+    assert [t["trial_id"] for t in plans[0]] == [t["trial_id"] for t in plans[1]]
+    assert {t["workers"] for t in plans[0]} == {1} and {t["workers"] for t in plans[1]} == {2}
+    assert main(["run", smoke, "--dry-run", "--workers-per-trial", "3"]) == 2  # 64 / 3
+    assert "cannot split train.batch_size 64" in capsys.readouterr().err
+
+
 def test_alone_the_helpers_change_nothing() -> None:
     x, y = torch.arange(12.0).view(6, 2), torch.arange(6)
     [(xs, ys)] = list(distributed.local_slices(iter([(x, y)])))

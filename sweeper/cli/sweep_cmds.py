@@ -26,7 +26,12 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="override a base value: key.path=value"),
     address: str = typer.Option(None, help="join a Ray cluster (auto or host:port)"),
     cpus_per_trial: float = typer.Option(1.0, min=0.0),
-    gpus_per_trial: float = typer.Option(None, min=0.0, help="default: 1 if GPUs, else 0"),
+    gpus_per_trial: float = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="GPU share of a one-worker trial (more GPUs: --workers-per-trial); default 1 or 0",
+    ),
     workers_per_trial: int = typer.Option(
         None, min=1, help="data-parallel workers per trial, one GPU each (runtime.workers)"
     ),
@@ -91,6 +96,7 @@ def _plan_json(plan: Any) -> dict[str, Any]:
                 "status": plan.existing.get(c.trial_id, "pending"),
                 "macs": m,
                 "macs_target": c.macs_target,
+                "workers": c.runtime.workers,
                 "values": v,
             }
             for c, m, v in zip(configs, macs, values)

@@ -99,10 +99,19 @@ def run_on_workers(
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
 
+    from sweeper.data import default_data_dir
+
     gpu = uses_gpus(config)
     initial = Path(resume_from, CHECKPOINT_NAME) if resume_from is not None else None
+    # Ray Train moves its workers into a folder of its own: a relative data folder (the
+    # default ./data) is resolved here, where the caller's working directory holds
+    data_dir = Path(config.runtime.data_dir or default_data_dir()).resolve()
+    runnable = config.model_copy(
+        update={"runtime": config.runtime.model_copy(update={"data_dir": str(data_dir)})}
+    )
     loop_config = {
-        "trial": config.model_dump_json(),
+        "trial": runnable.model_dump_json(),
+        "asked": config.canonical_json(),
         "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir is not None else None,
         "sweep_uri": sweep_uri,
         "initial": ray.put(initial.read_bytes()) if initial and initial.is_file() else None,
@@ -207,10 +216,10 @@ def _worker(loop_config: dict[str, Any]) -> None:
 
     from sweeper.trial import run_trial
 
-    asked = TrialConfig.model_validate_json(loop_config["trial"])
+    config = TrialConfig.model_validate_json(loop_config["trial"])
     device = str(ray.train.torch.get_device())  # this worker's GPU (or the CPU)
-    config = asked.model_copy(
-        update={"runtime": asked.runtime.model_copy(update={"device": device})}
+    config = config.model_copy(
+        update={"runtime": config.runtime.model_copy(update={"device": device})}
     )
     rank = ray.train.get_context().get_world_rank()
     ray.train.report({WORKERS_READY: True})  # a report is a barrier: every worker is up
@@ -233,7 +242,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
 
         trial = loop_config["trial_fn"] or run_trial
         row = trial(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=False)
-        row["config"] = asked.canonical_json()  # the trial as asked ("auto", not "cuda:3")
+        row["config"] = loop_config["asked"]  # as asked: "auto", not this worker's "cuda:3"
         ray.train.report({_ROW: row if rank == 0 else None})
     finally:
         if loop_config["checkpoint_dir"] is None:
