@@ -110,7 +110,8 @@ def trial(
             from sweeper.sweep.runner import run_trial_on_workers
 
             ckpt = str(checkpoint_dir.resolve()) if checkpoint_dir is not None else None
-            row = run_trial_on_workers(cfg, checkpoint_dir=ckpt, on_epoch=on_epoch)
+            row = run_trial_on_workers(cfg, checkpoint_dir=ckpt, on_epoch=on_epoch,
+                                       weights=str(keep) if keep else None)  # fmt: skip
         else:
             row = run_trial(cfg, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch,
                             weights_dir=keep)  # fmt: skip

@@ -113,7 +113,7 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
                 row = workers.run_on_workers(
                     config, on_epoch=on_worker_epoch, on_ready=on_ready, sweep_uri=sweep_uri,
                     resume_from=workdir, trial_fn=trial_fn, cpus_per_worker=opts.cpus_per_trial,
-                    max_failures=opts.max_failures,
+                    max_failures=opts.max_failures, weights=workers.INTO_SWEEP,
                 )  # fmt: skip
             else:
                 row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True,
@@ -260,11 +260,17 @@ def _fits_at_once(workers: int, options: RunOptions) -> int:
     return max(1, slots // workers)
 
 
-def run_trial_on_workers(config: TrialConfig, *, checkpoint_dir: str | None = None,
-                         on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                         **init_args: Any) -> dict[str, Any]:  # fmt: skip
+def run_trial_on_workers(
+    config: TrialConfig,
+    *,
+    checkpoint_dir: str | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    weights: str | None = None,
+    **init_args: Any,
+) -> dict[str, Any]:
     """`sweeper trial` with runtime.workers > 1: the trial on Ray Train workers of a private
-    local Ray instance (every worker on this machine, so they share `checkpoint_dir`)."""
+    local Ray instance (every worker on this machine, so they share `checkpoint_dir`; rank 0
+    keeps the trained weights in the folder `weights`)."""
     from sweeper.sweep.workers import run_on_workers
 
     options = RunOptions()
@@ -272,7 +278,8 @@ def run_trial_on_workers(config: TrialConfig, *, checkpoint_dir: str | None = No
     try:
         _fits_at_once(config.runtime.workers, options)
         try:
-            return run_on_workers(config, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
+            return run_on_workers(config, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir,
+                                  weights=weights)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - as run_trial(catch=True): a failed row
             return failed_row(config, f"{type(err).__name__}: {err}")
     finally:

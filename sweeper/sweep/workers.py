@@ -49,6 +49,7 @@ WORKERS_READY = "workers_ready"  # a driver report's key: all workers of the tri
 # a non-empty request, so 1 MiB of Ray's memory resource.
 DRIVER_RESOURCES = {"memory": 2**20}
 TRAIN_DIR = "train"  # RESULTS/<sweep>/_ray/train/<trial_id>/checkpoint_*
+INTO_SWEEP = "sweep"  # run_on_workers(weights=...): rank 0 stores them in the sweep's store
 _EPOCH, _ROW = "epoch_record", "row"
 
 
@@ -86,13 +87,16 @@ def run_on_workers(
     trial_fn: Callable[..., dict[str, Any]] | None = None,
     cpus_per_worker: float = 1.0,
     max_failures: int = 0,
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate `config` on config.runtime.workers Ray Train workers; rank 0's row.
 
     sweep_uri: checkpoints persist under the sweep (see the module docstring); checkpoint_dir:
     a folder every worker can read (one machine); neither: no checkpoints. resume_from: a local
-    folder whose last.pt the workers start from when Ray Train holds no checkpoint of its own.
-    `trial_fn` replaces run_trial on the workers (tests). Needs a running Ray (ray.init).
+    folder holding the checkpoint files the workers start from when Ray Train holds none of
+    its own. weights: INTO_SWEEP (rank 0 stores them in the sweep, the row names them there)
+    or a folder on rank 0's machine; None: not kept. `trial_fn` replaces run_trial on the
+    workers (tests). Needs a running Ray (ray.init).
     """
     import ray
     from ray import train
@@ -102,7 +106,6 @@ def run_on_workers(
     from sweeper.data import default_data_dir
 
     gpu = uses_gpus(config)
-    initial = Path(resume_from, CHECKPOINT_NAME) if resume_from is not None else None
     # Ray Train moves its workers into a folder of its own: a relative data folder (the
     # default ./data) is resolved here, where the caller's working directory holds
     data_dir = Path(config.runtime.data_dir or default_data_dir()).resolve()
@@ -114,8 +117,9 @@ def run_on_workers(
         "asked": config.canonical_json(),
         "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir is not None else None,
         "sweep_uri": sweep_uri,
-        "initial": ray.put(initial.read_bytes()) if initial and initial.is_file() else None,
+        "initial": _files(resume_from),
         "trial_fn": trial_fn,
+        "weights": weights,
     }
     scratch = None
     storage: dict[str, Any] = {}
@@ -224,6 +228,8 @@ def _worker(loop_config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     ray.train.report({WORKERS_READY: True})  # a report is a barrier: every worker is up
     workdir = loop_config["checkpoint_dir"] or tempfile.mkdtemp(prefix="sweeper-worker-")
+    keep = loop_config["weights"] if rank == 0 else None  # rank 0 keeps the trained weights
+    weights_dir = tempfile.mkdtemp(prefix="sweeper-weights-") if keep == INTO_SWEEP else keep
     sweep_uri = loop_config["sweep_uri"]
     try:
         if loop_config["checkpoint_dir"] is None:
@@ -241,12 +247,17 @@ def _worker(loop_config: dict[str, Any]) -> None:
                              checkpoint_upload_fn=upload)  # fmt: skip
 
         trial = loop_config["trial_fn"] or run_trial
-        row = trial(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=False)
+        row = trial(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=False,
+                    weights_dir=weights_dir)  # fmt: skip
         row["config"] = loop_config["asked"]  # as asked: "auto", not this worker's "cuda:3"
+        if keep == INTO_SWEEP and row.get("weights"):  # from here: the driver may be elsewhere
+            row["weights"] = results.store_weights(sweep_uri, config.trial_id, row["weights"])
         ray.train.report({_ROW: row if rank == 0 else None})
     finally:
         if loop_config["checkpoint_dir"] is None:
             shutil.rmtree(workdir, ignore_errors=True)
+        if keep == INTO_SWEEP and weights_dir is not None:
+            shutil.rmtree(weights_dir, ignore_errors=True)
 
 
 def _uploader(sweep_uri: str | None, trial_id: str) -> Callable[[Any, str], Any] | None:
@@ -272,7 +283,17 @@ def _uploader(sweep_uri: str | None, trial_id: str) -> Callable[[Any, str], Any]
     return upload
 
 
-def _restore(workdir: str, initial: Any) -> None:
+def _files(folder: str | Path | None) -> dict[str, Any]:
+    """The checkpoint files of a local folder (last.pt and a best epoch's weights), each put
+    in the object store: workers on any node read them once."""
+    import ray
+
+    if folder is None or not Path(folder, CHECKPOINT_NAME).is_file():
+        return {}
+    return {f.name: ray.put(f.read_bytes()) for f in Path(folder).iterdir() if f.is_file()}
+
+
+def _restore(workdir: str, initial: dict[str, Any]) -> None:
     """Ray Train's latest checkpoint of this run (a worker restarted after a failure), else
     the checkpoint an earlier run left (sent by the driver), else nothing: a fresh start."""
     import ray
@@ -281,5 +302,6 @@ def _restore(workdir: str, initial: Any) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         checkpoint.to_directory(workdir)
-    elif initial is not None:
-        Path(workdir, CHECKPOINT_NAME).write_bytes(ray.get(initial))
+        return
+    for name, ref in initial.items():
+        Path(workdir, name).write_bytes(ray.get(ref))
