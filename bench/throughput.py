@@ -17,6 +17,8 @@ are work it does but is not credited for, so images/s and TFLOP/s have the same 
     python bench/throughput.py --quick --json                 # CPU smoke run (CI)
     python bench/throughput.py --models wrn-28-10 --batch-size 128 --steps 20
     python bench/throughput.py --packing 4                    # small nets: 1 vs 4 trials
+    python bench/throughput.py --workers 4 --models wrn-70-16 # one trial on 4 GPUs (DDP)
+    python bench/throughput.py --workers 1 --models wrn-28-10 # the DDP path on one GPU: NCCL
 """
 
 from __future__ import annotations
@@ -245,6 +247,49 @@ def run_packing(args: argparse.Namespace, device: torch.device) -> list[dict[str
 
 
 # ---------------------------------------------------------------------------------------------
+# data parallel: one trial's training step on N workers (the path of runtime.workers = N)
+
+
+def run_data_parallel(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Per model and training method: images/s of the N-worker DDP step (N processes, one GPU
+    each, NCCL; gloo on CPU) at the global batch --batch-size, beside one worker without DDP at
+    the same global batch in this process. N = 1 times the DDP wrapper alone: on a GPU, a real
+    one-rank NCCL run (what a one-GPU machine can check of the multi-worker path)."""
+    from sweeper.models import count_macs
+
+    runtime = RuntimeConfig(compile=args.compile)
+    records = []
+    methods = [m for m in args.methods if m != "pgd20-eval"]  # evaluation only shards points
+    for model in args.models:
+        spec = arch_for(model, quick=args.quick)
+        macs = int(count_macs(spec))
+        for method in methods:
+            kw = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup}
+            one = perf.sweeper_timing(spec, method, runtime, device=device, **kw)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # leave the GPU to the worker processes
+            many = perf.data_parallel_timing(spec, method, runtime, workers=args.workers,
+                                             device_type=device.type, **kw)  # fmt: skip
+            record = make_record(model, "sweeper-ddp", method, many, spec=spec, macs=macs,
+                                 batch_size=args.batch_size, device=device,
+                                 quick=args.quick)  # fmt: skip
+            peak = perf.peak_bf16_tflops(record["device"])
+            record.update(
+                mode="data_parallel",
+                workers=args.workers,
+                backend="nccl" if device.type == "cuda" else "gloo",
+                mfu=record["tflops"] / (peak * args.workers) if peak else None,  # per GPU
+                one_worker_images_per_s=one.images_per_s,
+                speedup_vs_one_worker=many.images_per_s / one.images_per_s,
+                scaling_efficiency=many.images_per_s / one.images_per_s / args.workers,
+                **args.stamp,
+            )
+            records.append(record)
+            emit(args, [record])
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def emit(args: argparse.Namespace, records: list[dict[str, Any]]) -> None:
@@ -252,6 +297,14 @@ def emit(args: argparse.Namespace, records: list[dict[str, Any]]) -> None:
     for r in records:
         if args.json:
             print(json.dumps(r), flush=True)
+        elif r.get("mode") == "data_parallel":
+            print(
+                f"{r['model']:16s} {r['method']:11s} {r['workers']} workers ({r['backend']}) "
+                f"{r['images_per_s']:9.1f} img/s, one worker {r['one_worker_images_per_s']:.1f} "
+                f"img/s: x{r['speedup_vs_one_worker']:.2f}, efficiency "
+                f"{100 * r['scaling_efficiency']:.0f}%",
+                flush=True,
+            )
         elif r.get("mode") == "packing":
             print(
                 f"{r['model']} packing x{r['trials']}: 1 trial {r['single_images_per_s']:.1f} "
@@ -305,6 +358,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="instead: small net, 1 trial vs N concurrent trial processes",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: one trial's training step on N data-parallel workers (DDP) vs one",
+    )
     p.add_argument("--json", action="store_true", help="JSON lines, one record per line")
     args = p.parse_args(argv)
     bad = [m for m in args.methods if m not in METHODS]
@@ -356,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     with perf.timing_settings(device, quick=args.quick):
         if args.packing:
             run_packing(args, device)
+        elif args.workers:
+            run_data_parallel(args, device)
         else:
             run_side_by_side(args, device)
     return 0

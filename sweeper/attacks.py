@@ -33,6 +33,7 @@ from torch import nn
 
 from sweeper.config import check_aa_attacks
 from sweeper.data import to_float
+from sweeper.distributed import all_sum, shard
 
 log = logging.getLogger(__name__)
 
@@ -204,19 +205,35 @@ def accuracy(
 
     x is uint8 [0, 255] (converted per batch, so a whole test set never exists as float) or
     float [0, 1]. `attack(model, xb, yb) -> xb_adv`, when given, perturbs each batch first.
+    On several workers (sweeper.distributed) each scores its shard of the points and the
+    counts are summed: every worker gets the exact fraction over all n.
     """
     n = x.shape[0]
     if n == 0:
         raise ValueError("accuracy of an empty set")
+    part = shard(n)
+    correct = _correct(model, x[part], y[part], batch_size=batch_size, attack=attack)
+    return all_sum(correct).item() / n  # one host sync for the whole set
+
+
+def _correct(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    attack: Attack | None = None,
+) -> torch.Tensor:
+    """Number of (x, y) classified correctly, as a 0-d tensor on y's device (no host sync)."""
     correct = torch.zeros((), dtype=torch.long, device=y.device)
     with eval_mode(model):
-        for start in range(0, n, batch_size):
+        for start in range(0, x.shape[0], batch_size):
             xb, yb = to_float(x[start : start + batch_size]), y[start : start + batch_size]
             if attack is not None:
                 xb = attack(model, xb, yb)
             with torch.no_grad():
                 correct += (model(xb).argmax(dim=1) == yb).sum()
-    return correct.item() / n  # one host sync for the whole set
+    return correct
 
 
 class _Float32Logits(nn.Module):
@@ -265,10 +282,40 @@ def autoattack_accuracy(
     Its progress messages (debug / info) are dropped unless the "auto-attack" logger's level
     was set explicitly; its warnings (e.g. zero gradients, Square beating the gradient
     attacks) pass, each message once per call.
+
+    On several workers each attacks its shard of the points and the robust counts are summed:
+    AutoAttack attacks every point on its own, so the shards add up to the whole evaluation.
     """
+    check_aa_attacks(version, attacks)
+    part = shard(x.shape[0])
+    x_part, y_part = x[part], y[part]
+    robust = torch.zeros((), dtype=torch.long, device=torch.device(device))
+    if x_part.shape[0] > 0:  # more workers than points leaves some without any
+        robust = _autoattack_robust(model, x_part, y_part, eps=eps, version=version,
+                                    attacks=attacks, batch_size=batch_size, device=device,
+                                    seed=seed)  # fmt: skip
+    acc = all_sum(robust).item() / x.shape[0]
+    log.info(
+        "AutoAttack %s on %d points, eps %.5f: robust accuracy %.4f", version, x.shape[0], eps, acc
+    )
+    return acc
+
+
+def _autoattack_robust(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    version: Literal["standard", "plus", "rand", "custom"],
+    attacks: list[str] | tuple[str, ...] | None,
+    batch_size: int,
+    device: torch.device | str,
+    seed: int,
+) -> torch.Tensor:
+    """Number of (x, y) AutoAttack does not break, as a 0-d tensor on `device`."""
     from pyautoattack import AutoAttack  # imported here: only evaluation needs it
 
-    check_aa_attacks(version, attacks)
     device = torch.device(device)
     x = to_float(x.to(device))
     y = y.to(device)
@@ -310,8 +357,4 @@ def autoattack_accuracy(
             f"(L-inf overshoot {overshoot:.2e})"
         )
     x_adv = _project(x_adv, x, eps)  # float rounding only; checked above
-    acc = accuracy(model, x_adv, y, batch_size=batch_size)
-    log.info(
-        "AutoAttack %s on %d points, eps %.5f: robust accuracy %.4f", version, x.shape[0], eps, acc
-    )
-    return acc
+    return _correct(model, x_adv, y, batch_size=batch_size)

@@ -15,6 +15,13 @@ Cost model (one unit F = one forward pass of one image = 2 * MACs FLOPs):
 - PGD-k evaluation: k * 2F + 1F final forward = (2k + 1) F.
 A calibration stores the measured rate in F-units per second as a function of MACs (a
 log-log line through the measured models), so any method and step count can be estimated.
+
+Multi-worker trials (runtime.workers = N): `sweeper calibrate --workers N` also times the
+N-worker training step (DDP over N local GPUs, sweeper.perf.data_parallel_timing), and a trial
+of N workers is estimated from that rate; without it, from N times the one-GPU rate (perfect
+scaling, an upper bound on speed). Evaluation and the per-epoch holdout check shard the points
+with no communication: N times the one-GPU rate. A trial's GPU-hours are its wall-clock hours
+times N.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from sweeper.config import RuntimeConfig, TrialConfig
 from sweeper.errors import SweeperError
 from sweeper.models.spec import ArchSpec
 from sweeper.perf import (
+    data_parallel_timing,
     device_name,
     resolve_device,
     sweeper_timing,
@@ -113,8 +121,10 @@ def calibrate(
     steps: int | None = None,
     runtime: RuntimeConfig | None = None,
     log: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Measure TRADES-10 training and PGD-20 evaluation images/s for a few model sizes."""
+    """Measure TRADES-10 training and PGD-20 evaluation images/s for a few model sizes; with
+    workers > 1, also TRADES-10 training on that many data-parallel workers (local GPUs)."""
     from sweeper.models.presets import resolve_arch
 
     dev = resolve_device(device)
@@ -134,6 +144,17 @@ def calibrate(
             _measure(name, resolve_arch(table[name]), runtime, dev, batch_size, steps, warmup, log)
             for name in names
         ]
+    if workers > 1:
+        for point in points:
+            spec = resolve_arch(table[point["model"]])
+            dp = data_parallel_timing(spec, "trades", runtime, workers=workers,
+                                      batch_size=batch_size, steps=steps, warmup=warmup,
+                                      device_type=dev.type)  # fmt: skip
+            point["dp_trades10_images_per_s"] = dp.images_per_s
+            point["dp_train_units_per_s"] = dp.images_per_s * train_units("trades", 10)
+            if log:
+                log(f"{point['model']}: TRADES-10 on {workers} workers {dp.images_per_s:.1f} img/s "
+                    f"({dp.images_per_s / point['trades10_images_per_s']:.2f}x one)")  # fmt: skip
     return {
         "format": FORMAT_VERSION,
         "device": device_name(dev),
@@ -143,6 +164,7 @@ def calibrate(
         "quick": quick,
         "runtime": runtime.model_dump(mode="json"),
         "steps": steps,
+        "workers": workers,
         "points": points,
     }
 
@@ -235,12 +257,21 @@ def _rate(fit: tuple[float, float], macs: float) -> float:
 def trial_seconds(
     config: TrialConfig, calibration: dict[str, Any], *, macs: int | None = None
 ) -> dict[str, float]:
-    """Estimated seconds of one trial: training (with per-epoch holdout checks) and evaluation."""
+    """Estimated wall-clock seconds of one trial on its runtime.workers workers: training
+    (with per-epoch holdout checks) and evaluation."""
     if macs is None:
         macs = _macs(config.arch)
     train_fit = fit_rate(calibration["points"], "train_units_per_s")
     eval_fit = fit_rate(calibration["points"], "eval_units_per_s")
-    train_rate, eval_rate = _rate(train_fit, macs), _rate(eval_fit, macs)
+    workers = config.runtime.workers
+    one_worker, eval_rate = _rate(train_fit, macs), workers * _rate(eval_fit, macs)
+    train_rate = one_worker
+    if workers > 1:  # measured on `workers` GPUs when the calibration has it, else perfect
+        measured = calibration.get("workers") == workers and all(
+            "dp_train_units_per_s" in p for p in calibration["points"]
+        )
+        dp_fit = fit_rate(calibration["points"], "dp_train_units_per_s") if measured else None
+        train_rate = _rate(dp_fit, macs) if dp_fit else workers * one_worker
     n_train, n_test = _split_sizes(config)
     t, e = config.train, config.eval
     batches = n_train // t.batch_size  # the last partial batch is dropped
@@ -249,7 +280,7 @@ def trial_seconds(
     )
     # the per-epoch holdout check runs under the training precision (bf16 on CUDA)
     hist_units = 1.0 + (eval_units(e.history_pgd_steps) if e.history_pgd_steps else 0.0)
-    history_s = config.data.holdout_size * t.trained_epochs * hist_units / train_rate
+    history_s = config.data.holdout_size * t.trained_epochs * hist_units / (workers * one_worker)
     eval_img_units = 1.0  # clean accuracy
     if e.pgd_steps:
         eval_img_units += eval_units(e.pgd_steps)
@@ -263,7 +294,8 @@ def trial_seconds(
 def estimate_gpu_hours(
     configs: Sequence[TrialConfig], calibration: dict[str, Any] | str | Path | None = None
 ) -> float | None:
-    """Estimated device-hours of running every trial once on the calibrated device.
+    """Estimated device-hours of running every trial once on the calibrated device (a trial
+    on N workers counts N devices for its wall-clock time).
 
     `calibration`: a loaded calibration, a path, or None for $SWEEPER_CALIBRATION / the present
     device's default file. None when there is no calibration. An estimate: rates come from a
@@ -276,7 +308,7 @@ def estimate_gpu_hours(
     total = 0.0
     for config in configs:
         parts = trial_seconds(config, calibration)
-        total += parts["train_s"] + parts["eval_s"]
+        total += (parts["train_s"] + parts["eval_s"]) * config.runtime.workers
     return total / 3600.0
 
 

@@ -150,6 +150,9 @@ class RuntimeConfig(_Section):
     compile: bool = False  # torch.compile the model on CUDA
     eval_fp32: bool = True
     deterministic: bool = False
+    # Data-parallel workers (one GPU each) training this trial through Ray Train; 1: in the
+    # trial's own process. train.batch_size stays the global batch, split over the workers.
+    workers: int = Field(1, ge=1)
 
 
 class TrialConfig(_Section):
@@ -180,6 +183,17 @@ class TrialConfig(_Section):
             raise ValueError(
                 "eval.checkpoint: 'best' picks the epoch by holdout PGD accuracy, so it needs "
                 "data.holdout_size > 0 and eval.history_pgd_steps > 0"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_splits_over_workers(self) -> TrialConfig:
+        """Every worker trains on an equal slice of the global batch (as the reference's
+        main_dist.py: batch_size // world_size); a remainder would change the batch."""
+        if self.train.batch_size % self.runtime.workers:
+            raise ValueError(
+                f"runtime.workers: {self.runtime.workers} workers cannot split "
+                f"train.batch_size {self.train.batch_size} into equal slices"
             )
         return self
 

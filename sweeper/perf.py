@@ -7,6 +7,7 @@ step the same way: warm-up first, the device synchronised around the timed loop.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -157,11 +158,17 @@ def sweeper_timing(
     warmup: int,
     device: torch.device,
     ready: Callable[[], Any] | None = None,
+    data_parallel: bool = False,
 ) -> Timing:
     """Images/s of what a trial runs: `method` "trades" / "pgd" / ... is sweeper.training's
     10-step training step fed by sweeper.data.train_batches from uint8 data on the device;
     "pgd20-eval" is sweeper.attacks.pgd (20 steps of 0.8/255 in 8/255) plus the final forward,
-    in fp32 unless runtime.eval_fp32 is off."""
+    in fp32 unless runtime.eval_fp32 is off.
+
+    data_parallel (inside a process group, see data_parallel_timing): the training step of a
+    multi-worker trial, DDP on this worker's slice of every global batch of `batch_size`; the
+    images counted are the global batches'."""
+    from sweeper import distributed
     from sweeper.attacks import pgd
     from sweeper.data import train_batches
     from sweeper.models import build
@@ -181,6 +188,11 @@ def sweeper_timing(
     y = torch.randint(0, spec.num_classes, (n,), device=device)
     generator = torch.Generator(device=device).manual_seed(0)
     batches = train_batches(x, y, batch_size, augment=method != "pgd20-eval", generator=generator)
+    if data_parallel:
+        if method == "pgd20-eval":
+            raise ValueError("evaluation shards points without DDP: time it on one worker")
+        batches = distributed.local_slices(batches)
+        model = distributed.data_parallel(model, device)
     outputs: list[torch.Tensor] = []  # kept on the device: no per-step synchronisation
     if method == "pgd20-eval":
         module.eval()
@@ -215,3 +227,97 @@ def sweeper_timing(
     if not all(math.isfinite(float(v)) for v in outputs):
         raise SweeperError(f"non-finite loss while timing {method} on {device}")
     return timing
+
+
+# ---------------------------------------------------------------------------------------------
+# several workers: the training step of a multi-worker trial
+
+
+def data_parallel_timing(
+    spec: ArchSpec,
+    method: str,
+    runtime: RuntimeConfig,
+    *,
+    workers: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    device_type: str,
+    timeout_s: float = 1800,
+) -> Timing:
+    """Images/s of a `workers`-worker trial's training step on this machine: one process per
+    worker (one GPU each, NCCL; or gloo on CPU cores), DDP on batch_size / workers of every
+    global batch, as a trial on Ray Train workers trains. workers=1 still wraps DDP: on a GPU,
+    a real NCCL run that shows the wrapper's own cost. Rank 0's timing of the global batches."""
+    import multiprocessing as mp
+    import queue
+    import socket
+
+    if batch_size % workers:
+        raise SweeperError(f"--batch-size {batch_size} does not split over {workers} workers")
+    if device_type == "cuda" and workers > torch.cuda.device_count():
+        raise SweeperError(
+            f"{workers} workers need {workers} GPUs; this machine has {torch.cuda.device_count()}"
+        )
+    with socket.socket() as sock:  # a free port for the process group's rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked
+    results = ctx.Queue()
+    job = {"spec": spec.model_dump(mode="json"), "method": method,
+           "runtime": runtime.model_dump(mode="json"), "batch_size": batch_size, "steps": steps,
+           "warmup": warmup, "device_type": device_type, "port": port,
+           "workers": workers}  # fmt: skip
+    procs = [ctx.Process(target=_dp_worker, args=(rank, job, results)) for rank in range(workers)]
+    for proc in procs:
+        proc.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:  # poll, so a crashed worker fails the timing instead of hanging it
+            try:
+                outcome = results.get(timeout=5)
+                break
+            except queue.Empty:
+                failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if failed or time.monotonic() > deadline:
+                    raise SweeperError(
+                        f"a data-parallel timing worker failed (exit codes {failed})"
+                    ) from None
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+    if isinstance(outcome, str):
+        raise SweeperError(f"data-parallel timing: {outcome}")
+    return Timing(**outcome)
+
+
+def _dp_worker(rank: int, job: dict[str, Any], results: Any) -> None:
+    """One worker of data_parallel_timing: join the process group, time, report (rank 0)."""
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(job["port"]))
+    if job["device_type"] == "cuda":
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # as a trial runs
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(1)  # CPU workers are for checks, not speed: no thread contention
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=rank, world_size=job["workers"])
+    try:
+        timing = sweeper_timing(
+            ArchSpec(**job["spec"]), job["method"], RuntimeConfig(**job["runtime"]),
+            batch_size=job["batch_size"], steps=job["steps"], warmup=job["warmup"],
+            device=device, ready=dist.barrier, data_parallel=True,
+        )  # fmt: skip
+        if rank == 0:
+            results.put(dataclasses.asdict(timing))
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which raises it
+        if rank == 0:
+            results.put(f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        dist.destroy_process_group()

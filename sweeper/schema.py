@@ -62,6 +62,7 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("train_seconds", pa.float64()),
     ("eval_seconds", pa.float64()),
     ("device", pa.string()),
+    ("workers", pa.int64()),  # data-parallel workers that trained it (runtime.workers)
     ("sweeper_version", pa.string()),
     ("torch_version", pa.string()),
     ("config", pa.string()),  # the full resolved TrialConfig as JSON

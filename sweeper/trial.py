@@ -254,6 +254,7 @@ def config_columns(cfg: TrialConfig) -> dict[str, Any]:
         "eps": cfg.train.eps,
         "cw_kappa": cfg.eval.cw_kappa,
         "checkpoint": cfg.eval.checkpoint,
+        "workers": cfg.runtime.workers,
         "config": cfg.canonical_json(),
     }
 

@@ -7,7 +7,14 @@ tests/ on sys.path: rootdir-relative imports, no package needed).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -88,3 +95,42 @@ def trained_tiny(seed: int = 0) -> tuple[nn.Module, Dataset]:
     for p in model.parameters():
         p.requires_grad_(False)  # attacks need input gradients only
     return model, data
+
+
+@contextlib.contextmanager
+def marked_env() -> Iterator[dict[str, str]]:
+    """os.environ plus a marker unique to this use; on exit, every process still carrying it
+    is killed. For tests that SIGKILL a `sweeper run`: Ray's processes outlive their driver, and
+    the marker tells them from other Ray instances on the machine."""
+    name, value = "SWEEPER_TEST_MARKER", f"{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        yield {**os.environ, name: value}
+    finally:
+        for pid in _processes_marked(f"{name}={value}"):
+            if pid != os.getpid():
+                os.kill(pid, signal.SIGKILL)
+
+
+def kill_when(process: subprocess.Popen, ready: Callable[[], bool], *, timeout_s: float,
+              waiting_for: str) -> None:  # fmt: skip
+    """SIGKILL `process` as soon as ready() holds (polled every 50 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert process.poll() is None, f"the driver ended before {waiting_for}"
+        assert time.monotonic() < deadline, f"no {waiting_for} after {timeout_s:.0f}s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def _processes_marked(marker: str) -> list[int]:
+    """Pids of processes whose environment carries `marker`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids

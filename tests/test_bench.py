@@ -60,6 +60,17 @@ def test_packing_quick(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+def test_data_parallel_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """--workers 2 on CPU: two gloo processes train one model's DDP step on the global batch."""
+    argv = "--quick --json --steps 1 --workers 2 --models wrn-16-4 --methods trades,pgd20-eval"
+    (record,) = _records(capsys, argv.split())  # evaluation shards points: not timed here
+    assert record["mode"] == "data_parallel" and record["loop"] == "sweeper-ddp"
+    assert (record["workers"], record["backend"], record["method"]) == (2, "gloo", "trades")
+    assert record["images_per_s"] > 0 and record["one_worker_images_per_s"] > 0
+    assert record["scaling_efficiency"] == pytest.approx(record["speedup_vs_one_worker"] / 2)
+    assert record["batch_size"] == 4 and record["images"] == 4  # one timed global batch
+
+
 @pytest.mark.parametrize("method", ["trades", "pgd"])
 def test_reference_and_sweeper_take_the_same_step(method: str) -> None:
     """Same weights, same batch: both steps train (finite loss, parameters move) and agree on

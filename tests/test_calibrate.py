@@ -104,6 +104,47 @@ def test_estimate_scales_with_epochs_steps_and_macs() -> None:
     )
 
 
+def test_multi_worker_trials_cost_wall_time_and_gpu_hours() -> None:
+    """N workers: wall time from the N-worker rate when calibrated with --workers N (else N
+    times one GPU's), GPU-hours = wall hours x N."""
+    one = TrialConfig(train={"epochs": 10}, eval={"aa_size": 100})
+    four = TrialConfig(train={"epochs": 10}, eval={"aa_size": 100}, runtime={"workers": 4})
+    plain = _fake_calibration()
+    s1, s4 = (cal.trial_seconds(c, plain, macs=10**9) for c in (one, four))
+    assert s4["train_s"] == pytest.approx(s1["train_s"] / 4)  # perfect scaling assumed
+    assert s4["eval_s"] == pytest.approx(s1["eval_s"] / 4)  # sharded evaluation
+    measured = _fake_calibration()
+    measured["workers"] = 4
+    for point in measured["points"]:  # 4 GPUs train 3.2x as fast as one: 80% efficiency
+        point["dp_train_units_per_s"] = 3.2 * point["train_units_per_s"]
+    m4 = cal.trial_seconds(four, measured, macs=10**9)
+    assert m4["eval_s"] == pytest.approx(s4["eval_s"])
+    assert s4["train_s"] < m4["train_s"] < s1["train_s"] / 3
+    macs = cal._macs(one.arch)
+    hours = {n: cal.estimate_gpu_hours([c], measured) for n, c in ((1, one), (4, four))}
+    parts = cal.trial_seconds(four, measured, macs=macs)
+    assert hours[4] == pytest.approx((parts["train_s"] + parts["eval_s"]) * 4 / 3600)
+    assert hours[4] > hours[1]  # the 20% lost to communication is paid in GPU-hours
+    other = dict(measured, workers=2)  # measured for 2 workers: a 4-worker trial assumes 4x
+    assert cal.trial_seconds(four, other, macs=10**9) == pytest.approx(s4)
+
+
+def test_calibrate_with_workers_stores_the_data_parallel_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = []
+
+    def fake_timing(spec, method, runtime, *, workers, **kw):  # type: ignore[no-untyped-def]
+        seen.append((method, workers, kw["device_type"]))
+        return perf.Timing(images=100, seconds=2.0, peak_mem_bytes=None)
+
+    monkeypatch.setattr(cal, "data_parallel_timing", fake_timing)
+    data = cal.calibrate("cpu", quick=True, models=["tiny-w1"], steps=1, workers=2)
+    assert data["workers"] == 2 and seen == [("trades", 2, "cpu")]
+    [point] = data["points"]
+    assert point["dp_trades10_images_per_s"] == 50.0 and point["dp_train_units_per_s"] == 50 * 27
+
+
 def test_costs_and_peaks() -> None:
     assert cal.train_units("trades", 10) == 27
     assert cal.train_units("pgd", 10) == 23

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from helpers import kill_when, marked_env
 
 ray = pytest.importorskip("ray")
 
@@ -164,19 +165,6 @@ def test_real_run_trial_end_to_end(tmp_path: Path) -> None:
     assert row["space_sha256"] == load(path).sha256 and row["ray_version"] == ray.__version__
 
 
-def _processes_marked(marker: str) -> list[int]:
-    """Pids of processes whose environment carries `marker` (the ones this test started)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds leftover processes via /proc")
 def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) -> None:
     acts = "[relu, gelu, elu, silu, mish, softplus]"
@@ -185,26 +173,15 @@ def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) 
     # a local run (its own Ray instance, as a researcher's first run would be)
     cmd = [sys.executable, "-m", "sweeper", "run", str(path), "--results", str(out),
            "--max-concurrent", "1", "--set", "train.epochs=15"]  # fmt: skip
-    marker = f"SWEEPER_KILL_TEST={os.getpid()}-{time.monotonic_ns()}"
-    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
-    try:
+    with marked_env() as env:  # Ray's agents outlive a SIGKILLed driver: ended on exit
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)  # fmt: skip
-        deadline = time.monotonic() + 180
-        while not list((out / "kill").glob("*.parquet")):
-            assert first.poll() is None, "the driver ended before writing a row"
-            assert time.monotonic() < deadline, "no row after 180s"
-            time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        kill_when(first, lambda: bool(list((out / "kill").glob("*.parquet"))), timeout_s=180,
+                  waiting_for="a row")  # fmt: skip
         assert len(list((out / "kill").glob("*.parquet"))) < 6  # killed mid-sweep
         done = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True,
                               timeout=240)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
-    finally:  # Ray's agents outlive a SIGKILLed driver: end exactly the ones we caused
-        for pid in _processes_marked(marker):
-            if pid != os.getpid():
-                os.kill(pid, signal.SIGKILL)
     frame = results.read(str(out / "kill"))
     assert sorted(frame["activation"]) == ["elu", "gelu", "mish", "relu", "silu", "softplus"]
     assert set(frame["status"]) == {"ok"} and frame["trial_id"].is_unique

@@ -22,6 +22,9 @@ def calibrate_cmd(
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="default 128"),
     steps: int | None = typer.Option(None, min=1, help="timed steps per model (default 10)"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)"),
+    workers: int = typer.Option(
+        1, min=1, help="also time TRADES-10 on this many data-parallel workers (local GPUs)"
+    ),
 ) -> None:
     """Time TRADES-10 training and PGD-20 evaluation for a few model sizes; store images/s."""
     from sweeper import calibrate as cal
@@ -37,6 +40,7 @@ def calibrate_cmd(
         steps=steps,
         runtime=RuntimeConfig(compile=compile),
         log=lambda line: print(line, flush=True),
+        workers=workers,
     )
     try:
         path = cal.save_calibration(calibration, out)

@@ -26,7 +26,15 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="override a base value: key.path=value"),
     address: str = typer.Option(None, help="join a Ray cluster (auto or host:port)"),
     cpus_per_trial: float = typer.Option(1.0, min=0.0),
-    gpus_per_trial: float = typer.Option(None, min=0.0, help="default: 1 if GPUs, else 0"),
+    gpus_per_trial: float = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="GPU share of a one-worker trial (more GPUs: --workers-per-trial); default 1 or 0",
+    ),
+    workers_per_trial: int = typer.Option(
+        None, min=1, help="data-parallel workers per trial, one GPU each (runtime.workers)"
+    ),
     max_concurrent: int = typer.Option(None, min=1, help="trials at once (default: by resources)"),
     max_failures: int = typer.Option(2, min=0, help="Ray retries of a preempted trial"),
     retry_failed: bool = typer.Option(False, help="rerun trials whose row says failed"),
@@ -44,6 +52,8 @@ def run(
     from sweeper.cli import economics_cmds
     from sweeper.sweep.plan import RunOptions, make_plan
 
+    if workers_per_trial is not None:  # the same as --set runtime.workers=N
+        set_ = [*set_, f"runtime.workers={workers_per_trial}"]
     loaded = spaces.load(space, set_, sweep=sweep)
     order = economics_cmds.check_order(loaded, order)
     select = economics_cmds.subsample_option(loaded, results, subsample, from_, stratify,
@@ -96,6 +106,7 @@ def _plan_json(plan: Any) -> dict[str, Any]:
                 "status": plan.existing.get(c.trial_id, "pending"),
                 "macs": m,
                 "macs_target": c.macs_target,
+                "workers": c.runtime.workers,
                 "values": v,
             }
             for c, m, v in zip(configs, macs, values)

@@ -72,6 +72,9 @@ def trial(
         None, "--weights-dir", help="Keep the trained weights here (final.pt, a state dict)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result row as JSON."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Data-parallel workers (Ray Train): runtime.workers."
+    ),
 ) -> None:
     """Run one trial in the foreground and print its metrics (exit 1 when it failed)."""
     from rich.console import Console
@@ -79,7 +82,8 @@ def trial(
 
     from sweeper.trial import run_trial
 
-    cfg = load_trial_config(config, list(set_))
+    overrides = [*set_, *([f"runtime.workers={workers}"] if workers is not None else [])]
+    cfg = load_trial_config(config, overrides)
     err = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -101,8 +105,16 @@ def trial(
                 info += "  evaluating..."
             progress.update(task, completed=record["epoch"], info=info)
 
-        row = run_trial(cfg, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch,
-                        weights_dir=weights_dir.resolve() if weights_dir else None)  # fmt: skip
+        keep = weights_dir.resolve() if weights_dir else None
+        if cfg.runtime.workers > 1:  # on Ray Train workers of a local Ray instance
+            from sweeper.sweep.runner import run_trial_on_workers
+
+            ckpt = str(checkpoint_dir.resolve()) if checkpoint_dir is not None else None
+            row = run_trial_on_workers(cfg, checkpoint_dir=ckpt, on_epoch=on_epoch,
+                                       weights=str(keep) if keep else None)  # fmt: skip
+        else:
+            row = run_trial(cfg, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch,
+                            weights_dir=keep)  # fmt: skip
 
     if as_json:
         print(json.dumps({k: _jsonable(v) for k, v in row.items()}, indent=2))

@@ -380,11 +380,17 @@ class RobustResBlock(_ResidualBlock):
         )
         pre = order == "pre"
         # conv1 reads the raw x, so norm1 -> act1 only feeds the projection shortcut. The
-        # published models keep norm1 in every pre-activation block (idle, without gradient,
-        # where the shortcut is the identity); kept so parameter counts match theirs.
-        self.pre_act = (
-            nn.Sequential(create_norm(norm, in_channels), create_act(act)) if pre else nn.Identity()
-        )
+        # reference (models/resnet.py, RobustResBlock: bn1 in every block) also builds norm1
+        # where the shortcut is the identity, where it gets no gradient. It is not built here:
+        # an idle parameter would make DDP need find_unused_parameters, a graph traversal
+        # every step. Its parameters are counted (idle_params, see models.count_params), so
+        # parameter counts stay the published ones.
+        self.pre_act: nn.Module = nn.Identity()
+        self.idle_params = 0
+        if pre and self.has_projection:
+            self.pre_act = nn.Sequential(create_norm(norm, in_channels), create_act(act))
+        elif pre:
+            self.idle_params = sum(p.numel() for p in create_norm(norm, in_channels).parameters())
         self.conv1 = ConvNormAct(in_channels, width * sc, 1, norm=norm, act=act)
         self.conv2 = MultiScaleConv(
             width * sc, kernel_size, stride=stride, scales=sc, groups=card, norm=norm, act=act

@@ -28,8 +28,7 @@ def _cost(module: nn.Module, x: torch.Tensor) -> tuple[int, int, torch.Tensor]:
     """(params, MACs, output) of one module on one meta input."""
     with FlopCounterMode(display=False) as counter:
         y = module(x)
-    params = sum(p.numel() for p in module.parameters())
-    return params, counter.get_total_flops() // 2, y
+    return count_params(module), counter.get_total_flops() // 2, y
 
 
 @functools.lru_cache(maxsize=4096)
@@ -67,9 +66,12 @@ def _tally(spec: ArchSpec, image_size: int) -> tuple[int, int]:
 
 
 def count_params(spec_or_module: ArchSpec | nn.Module) -> int:
-    """Number of parameters (buffers such as norm statistics not included)."""
+    """Number of parameters as the reference counts them (buffers such as norm statistics not
+    included): those of the module, plus the norms the reference builds but never uses, which
+    sweeper does not build (RobustResBlock.idle_params)."""
     if isinstance(spec_or_module, nn.Module):
-        return sum(p.numel() for p in spec_or_module.parameters())
+        idle = sum(getattr(m, "idle_params", 0) for m in spec_or_module.modules())
+        return sum(p.numel() for p in spec_or_module.parameters()) + idle
     return _tally(spec_or_module, 32)[0]
 
 

@@ -2,9 +2,11 @@
 
     plan.py       Plan / RunOptions / make_plan: what is left to run (no Ray)
     runner.py     run_sweep: the Tune trainable around sweeper.trial.run_trial
+    workers.py    run_on_workers: one trial on N Ray Train workers (TorchTrainer, DDP)
+    admission.py  which trial starts next when trial sizes mix (no big trial starves)
     search.py     Optuna search over a space's sample params, warm-started from rows
     progress.py   the live view (a Tune callback)
 
 Every Ray import of the package lives in this sub-package; imports run
-plan -> search/progress -> runner, never back.
+workers -> admission -> runner and plan -> search/progress -> runner, never back.
 """

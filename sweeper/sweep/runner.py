@@ -49,7 +49,8 @@ def _store(sweep_uri: str, row: dict[str, Any], space: SearchSpace,
     """Write a trial's row with the space's hash and a column per varying key; the weights
     it names go into the store first (`_weights/<trial_id>/`), so no row names a missing file."""
     row["space_sha256"] = space.sha256
-    if row.get("weights"):
+    # a local file goes into the store; a multi-worker trial's rank 0 stored its own already
+    if row.get("weights") and os.path.isabs(row["weights"]):
         row["weights"] = results.store_weights(sweep_uri, row["trial_id"], row["weights"])
     results.write_row(sweep_uri, row, varying=varying)
 
@@ -59,9 +60,12 @@ def _numbers(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
-               trial_fn: TrialFn | None, varying: Sequence[str] = ()) -> None:  # fmt: skip
+               trial_fn: TrialFn | None, varying: Sequence[str] = (),
+               options: RunOptions | None = None) -> None:  # fmt: skip
     """Ray's view of one trial: resolve, restore, run, write the row, report."""
     from ray import tune
+
+    from sweeper.sweep import workers
 
     search = space.doc.search
     worst = 0.0 if search.mode == "max" else 1.0
@@ -95,9 +99,25 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
             tune.report({**_numbers(record), search.metric: metric, "trial_id": config.trial_id},
                         checkpoint=tune.Checkpoint.from_directory(workdir))  # fmt: skip
 
+        def on_ready() -> None:  # a multi-worker trial's workers all run (sweep.admission)
+            tune.report({search.metric: worst, "trial_id": config.trial_id,
+                         workers.WORKERS_READY: config.runtime.workers})  # fmt: skip
+
+        def on_worker_epoch(record: dict[str, Any]) -> None:  # Ray Train holds the checkpoint
+            metric = record.get("holdout_pgd_acc", worst)
+            tune.report({**_numbers(record), search.metric: metric, "trial_id": config.trial_id})
+
         try:
-            row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True,
-                           weights_dir=os.path.join(workdir, "weights"))  # fmt: skip
+            if config.runtime.workers > 1:
+                opts = options or RunOptions()
+                row = workers.run_on_workers(
+                    config, on_epoch=on_worker_epoch, on_ready=on_ready, sweep_uri=sweep_uri,
+                    resume_from=workdir, trial_fn=trial_fn, cpus_per_worker=opts.cpus_per_trial,
+                    max_failures=opts.max_failures, weights=workers.INTO_SWEEP,
+                )  # fmt: skip
+            else:
+                row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True,
+                               weights_dir=os.path.join(workdir, "weights"))  # fmt: skip
         except Exception as err:  # noqa: BLE001 - a trial's bug is its row, not the sweep's end
             row = failed_row(config, f"{type(err).__name__}: {err}")
         kept = results.read_row(sweep_uri, config.trial_id) if row["status"] != "ok" else None
@@ -105,6 +125,7 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
             row = kept  # never replace an ok row (a second driver's) with a failure
         else:
             _store(sweep_uri, row, space, varying)
+        workers.drop_train_checkpoints(sweep_uri, config.trial_id)
         tune.report({**_metrics(row, search.metric, worst), "trial_id": config.trial_id})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -197,6 +218,77 @@ def _gpus_per_trial(options: RunOptions) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
+def _search_workers(space: SearchSpace) -> int:
+    """runtime.workers of an Optuna search's trials (its base's; searches do not vary it)."""
+    return int(space.doc.base.get("runtime", {}).get("workers", 1)) if space.is_search else 1
+
+
+def _trial_resources(options: RunOptions, search_workers: int) -> Callable[[dict], Any]:
+    """Per trial: a one-worker trial reserves its CPU and GPU share; a multi-worker trial's
+    Tune trial only drives its Ray Train workers, which reserve their own."""
+    from ray import tune
+
+    from sweeper.sweep.workers import DRIVER_RESOURCES
+
+    share = {"CPU": options.cpus_per_trial, "GPU": _gpus_per_trial(options)}
+    one_worker = tune.PlacementGroupFactory([{k: v for k, v in share.items() if v}])
+    driver = tune.PlacementGroupFactory([DRIVER_RESOURCES])
+
+    def per_trial(params: dict[str, Any]) -> Any:
+        workers = search_workers
+        if "trial" in params:
+            workers = TrialConfig.model_validate_json(params["trial"]).runtime.workers
+        return driver if workers > 1 else one_worker
+
+    return per_trial
+
+
+def _fits_at_once(workers: int, options: RunOptions) -> int:
+    """How many trials of `workers` workers the cluster holds at once; refuses a trial that
+    could never start (its placement group would wait for ever)."""
+    import ray
+
+    have = ray.cluster_resources()
+    gpus = have.get("GPU", 0)
+    slots = int(gpus) if gpus > 0 else int(have.get("CPU", 0) // max(options.cpus_per_trial, 1e-9))
+    if workers > slots:
+        unit = "GPUs" if gpus > 0 else f"worker slots of {options.cpus_per_trial:g} CPU"
+        raise SweeperError(
+            f"runtime.workers: {workers} workers per trial, but the Ray cluster has {slots} "
+            f"{unit}; start more nodes or ask for fewer workers"
+        )
+    return max(1, slots // workers)
+
+
+def run_trial_on_workers(
+    config: TrialConfig,
+    *,
+    checkpoint_dir: str | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    weights: str | None = None,
+    **init_args: Any,
+) -> dict[str, Any]:
+    """`sweeper trial` with runtime.workers > 1: the trial on Ray Train workers of a private
+    local Ray instance (every worker on this machine, so they share `checkpoint_dir`; rank 0
+    keeps the trained weights in the folder `weights`)."""
+    from sweeper.sweep.workers import run_on_workers
+
+    options = RunOptions()
+    owned = _init_ray(options, **init_args)
+    try:
+        _fits_at_once(config.runtime.workers, options)
+        try:
+            return run_on_workers(config, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir,
+                                  weights=weights)  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - as run_trial(catch=True): a failed row
+            return failed_row(config, f"{type(err).__name__}: {err}")
+    finally:
+        if owned:
+            import ray
+
+            ray.shutdown()
+
+
 @dataclass
 class RunSummary:
     plan: Plan
@@ -242,24 +334,45 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
     if "://" in plan.sweep_uri:
         storage["storage_filesystem"] = fs
     trainable = tune.with_parameters(_trainable, sweep_uri=plan.sweep_uri, space=space,
-                                     trial_fn=trial_fn, varying=plan.varying)  # fmt: skip
-    resources = {"cpu": options.cpus_per_trial, "gpu": _gpus_per_trial(options)}
+                                     trial_fn=trial_fn, varying=plan.varying,
+                                     options=options)  # fmt: skip
+    resources: Any = {"cpu": options.cpus_per_trial, "gpu": _gpus_per_trial(options)}
+    at_once = None
+    most_workers = max((c.runtime.workers for c in plan.to_run), default=_search_workers(space))
+    if most_workers > 1:  # trials on several workers: see sweeper.sweep.admission
+        resources = _trial_resources(options, _search_workers(space))
+        at_once = _fits_at_once(most_workers, options)
     trainable = tune.with_resources(trainable, resources)
     search = space.doc.search
     if space.is_search:
         param_space, searcher = optuna_search(plan)
+        concurrent = options.max_concurrent or at_once
         tune_config = tune.TuneConfig(search_alg=searcher, num_samples=plan.budget,
-                                      max_concurrent_trials=options.max_concurrent,
-                                      reuse_actors=True)  # fmt: skip
+                                      max_concurrent_trials=concurrent,
+                                      reuse_actors=most_workers == 1)  # fmt: skip
     elif options.order == "adaptive":  # cells one by one, chosen by a surrogate
         from sweeper.sweep.adaptive_search import AdaptiveSearcher
 
+        # The surrogate picks every next cell, so it also takes the admission gate's place;
+        # a grid's cells usually share one worker count, which cannot starve.
         param_space = {}
         searcher = AdaptiveSearcher(plan, metric=search.metric, mode=search.mode)
         tune_config = tune.TuneConfig(search_alg=searcher, num_samples=plan.budget,
+                                      max_concurrent_trials=options.max_concurrent or at_once,
+                                      trial_dirname_creator=_dirname,
+                                      trial_name_creator=_dirname,
+                                      reuse_actors=most_workers == 1)  # fmt: skip
+    elif most_workers > 1:
+        from sweeper.sweep.admission import BigFirst
+
+        param_space = {}
+        tune_config = tune.TuneConfig(search_alg=BigFirst(plan.to_run, metric=search.metric,
+                                                          mode=search.mode),
+                                      num_samples=len(plan.to_run),
                                       max_concurrent_trials=options.max_concurrent,
                                       trial_dirname_creator=_dirname,
-                                      trial_name_creator=_dirname, reuse_actors=True)  # fmt: skip
+                                      trial_name_creator=_dirname,
+                                      reuse_actors=False)  # fmt: skip
     else:
         param_space = {"trial": tune.grid_search([c.model_dump_json() for c in plan.to_run])}
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=options.max_concurrent,

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import LRScheduler
 
-from sweeper import attacks
+from sweeper import attacks, distributed
 from sweeper.config import RuntimeConfig, TrainConfig, TrialConfig
 from sweeper.errors import ConfigError, TrialFailed
 from sweeper.training.checkpoint import (
@@ -253,6 +253,9 @@ def train(
             key="train.batch_size",
         )
     net = prepare_model(model, rt, device)
+    rank, world = distributed.rank_and_world()
+    # several workers (sweeper.distributed): DDP averages the gradients of their batch slices
+    step_net = distributed.data_parallel(net, device) if world > 1 else net
     optimizer = build_optimizer(model, tc, device)
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
     ema = ModelEMA(model, tc.ema) if tc.ema is not None else None
@@ -261,7 +264,7 @@ def train(
     attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     gens = {"data": data_gen, "attack": attack_gen}
     step = make_step(
-        net, optimizer, tc, scheduler=scheduler, ema=ema, generator=attack_gen,
+        step_net, optimizer, tc, scheduler=scheduler, ema=ema, generator=attack_gen,
         bf16=rt.bf16, channels_last=rt.channels_last,
     )  # fmt: skip
     lr_at = lr_factor(tc, steps_per_epoch)
@@ -283,7 +286,7 @@ def train(
             ema.load_state_dict(ckpt["ema"])
         set_rng_state(gens, ckpt["rng"])
         history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
-    elif checkpoint_dir is not None:
+    elif checkpoint_dir is not None and distributed.is_main():
         prune_best(checkpoint_dir, None)  # no last.pt: any best file is an orphan
     keep_best = cfg.eval.checkpoint == "best"
     best_epoch = best_epoch_of(history)
@@ -298,16 +301,25 @@ def train(
             dataset.train_x, dataset.train_y, tc.batch_size, augment=cfg.data.augment,
             rotate_degrees=cfg.data.rotate_degrees, generator=data_gen,
         )  # fmt: skip
+        if world > 1:  # each worker trains on its slice of the same global batches
+            attack_gen.manual_seed(distributed.stream_seed(cfg.seed + 1, epoch, rank))
+            batches = distributed.local_slices(batches)
         for x, y in batches:
             loss, n_correct = step(x, y)
             loss_sum += loss
             correct += n_correct
+        if world > 1:  # the mean loss and correct count of the global batches
+            loss_sum = distributed.all_sum(loss_sum) / world
+            distributed.all_sum(correct)
         loss_total, n_right = loss_sum.item(), correct.item()  # the epoch's one host sync
         if not math.isfinite(loss_total):
             raise TrialFailed(f"diverged: non-finite loss at epoch {epoch + 1}")
         seconds = time.perf_counter() - t0
 
         t1 = time.perf_counter()
+        if world > 1:  # one model on every worker: to check, checkpoint and evaluate
+            distributed.average_norm_statistics(model, *([ema.module] if ema else []))
+            distributed.check_replicas_agree(model, what=f"epoch {epoch + 1}")
         eval_model.eval()
         holdout_gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
         clean, robust = holdout_metrics(
@@ -330,9 +342,9 @@ def train(
             if keep_best:
                 best_state = {k: v.detach().to("cpu", copy=True)
                               for k, v in eval_model.state_dict().items()}  # fmt: skip
-                if checkpoint_dir is not None:  # before the last.pt that names it
+                if checkpoint_dir is not None and distributed.is_main():  # before last.pt
                     save_best(checkpoint_dir, best_epoch, best_state)
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and distributed.is_main():  # every worker resumes from it
             save_checkpoint(
                 checkpoint_dir,
                 {
