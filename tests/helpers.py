@@ -7,7 +7,13 @@ tests/ on sys.path: rootdir-relative imports, no package needed).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -88,3 +94,48 @@ def trained_tiny(seed: int = 0) -> tuple[nn.Module, Dataset]:
     for p in model.parameters():
         p.requires_grad_(False)  # attacks need input gradients only
     return model, data
+
+
+def processes_marked(marker: str) -> list[int]:
+    """Pids of processes whose environment carries `marker` (the ones a test started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@contextlib.contextmanager
+def marked_env() -> Iterator[dict[str, str]]:
+    """An environment for subprocesses; on exit, whatever they left running (Ray's processes
+    outlive a killed driver) is killed: exactly the processes started with it, by pid."""
+    marker = f"{os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, "SWEEPER_TEST_MARK": marker}
+    try:
+        yield env
+    finally:
+        for pid in processes_marked(f"SWEEPER_TEST_MARK={marker}"):
+            if pid != os.getpid():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+TINY_SPACE = """
+sweep: {name}
+base:
+  arch: {{block: basic, depths: [1, 1, 1], widths: [0.25, 0.25, 0.25]}}
+  data: {{dataset: synthetic, image_size: 8, synthetic_train: {train}, synthetic_test: 32,
+         holdout_size: 16}}
+  train: {{method: clean, epochs: 1, batch_size: 32}}
+  eval: {{pgd_steps: 1, cw_steps: 1, aa_size: 0, batch_size: 32}}
+"""
+
+
+def tiny_space(name: str, body: str = "", *, train: int = 64) -> str:
+    """A search space of seconds-long trials (synthetic 8x8 data, one epoch); `body` adds
+    axes etc. below the base."""
+    return TINY_SPACE.format(name=name, train=train) + body

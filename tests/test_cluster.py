@@ -50,7 +50,11 @@ def gpu_trial(config: TrialConfig, *, checkpoint_dir: str | None = None, on_epoc
         handle.write(f"{config.trial_id} {node} {gpus}\n")
     if on_epoch is not None:
         on_epoch({"epoch": 1})
-    time.sleep(1.0)  # long enough that trials overlap and spread over the nodes
+    # The head holds two 0.5-GPU trials at once: wait until three run together, which proves
+    # the second node took one (a fixed sleep let a loaded machine run them all on the head).
+    deadline = time.monotonic() + 300
+    while len(Path(LOG).read_text().splitlines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
     row = empty_row()
     now = datetime.now(timezone.utc)
     row.update(config_columns(config), status="ok", clean_acc=0.5, started_at=now, ended_at=now,
@@ -67,7 +71,7 @@ def cluster() -> Iterator[Cluster]:
         head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False},
     )
     nodes.add_node(num_cpus=1, num_gpus=2)
-    nodes.wait_for_nodes()
+    nodes.wait_for_nodes(timeout=300)  # a loaded machine starts nodes slowly
     yield nodes
     ray.shutdown()
     nodes.shutdown()

@@ -1,9 +1,11 @@
 """The results store: one Parquet row per trial under RESULTS/<sweep>/, on any pyarrow
 filesystem (a local path or a URI such as s3://...).
 
-`rows.py` writes rows atomically and reads a sweep back as a table or DataFrame.
+`rows.py` writes rows atomically and reads a sweep back as a table or DataFrame;
+`lease.py` keeps one driver per sweep (a lease file in the store).
 """
 
+from sweeper.results.lease import Lease, LeaseHeld
 from sweeper.results.rows import (
     IGNORED_PREFIXES,
     done_ids,
@@ -19,6 +21,8 @@ from sweeper.results.rows import (
 
 __all__ = [
     "IGNORED_PREFIXES",
+    "Lease",
+    "LeaseHeld",
     "done_ids",
     "join",
     "location",

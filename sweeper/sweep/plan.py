@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from sweeper import results
 from sweeper.config import TrialConfig
-from sweeper.space import SearchSpace, expand
+from sweeper.space import SearchSpace, expand, resolve_point, search_params
+
+PARAM = "trial"  # a grid trial's one Tune param: its TrialConfig as JSON
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,29 @@ class Plan:
         return len(self.to_run)
 
 
+def sweep_uri_of(space: SearchSpace, results_uri: str) -> str:
+    """Where the space's rows go: RESULTS/<sweep>, absolute (workers may run elsewhere)."""
+    if "://" not in results_uri:
+        results_uri = os.path.abspath(os.path.expanduser(results_uri))
+    return results.sweep_dir(results_uri, space.name)
+
+
 def make_plan(space: SearchSpace, results_uri: str, *, retry_failed: bool = False) -> Plan:
     """Expand the space and find what is already done (no Ray)."""
-    if "://" not in results_uri:  # workers may run elsewhere: never hand them a relative path
-        results_uri = os.path.abspath(os.path.expanduser(results_uri))
-    sweep_uri = results.sweep_dir(results_uri, space.name)
+    sweep_uri = sweep_uri_of(space, results_uri)
     existing = results.status_by_id(sweep_uri)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     configs = expand(space)
     to_run = [c for c in configs if existing.get(c.trial_id) not in skip]
     return Plan(space, sweep_uri, configs, to_run, existing)
+
+
+def trial_config(space: SearchSpace, params: dict[str, Any]) -> TrialConfig | None:
+    """The trial a Tune trial's params stand for: a grid cell's JSON, or an Optuna point
+    resolved in the space (None when it falls outside the space's constraints)."""
+    if PARAM in params:
+        return TrialConfig.model_validate_json(params[PARAM])
+    dists = search_params(space)
+    point = {k: dists[k].choice[v] if dists[k].choice is not None else v
+             for k, v in params.items() if k in dists}  # fmt: skip
+    return resolve_point(space, point)
