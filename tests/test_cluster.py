@@ -66,12 +66,14 @@ def gpu_trial(config: TrialConfig, *, checkpoint_dir: str | None = None, on_epoc
 def cluster() -> Iterator[Cluster]:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # the head holds two 0.5-GPU trials at once, so six trials must use the second node too
+    # wait=False, then one generous wait: Cluster's own per-node wait is 30 s, too short for
+    # a loaded machine
     nodes = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False},
+        head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False, "wait": False},
     )
-    nodes.add_node(num_cpus=1, num_gpus=2)
-    nodes.wait_for_nodes(timeout=300)  # a loaded machine starts nodes slowly
+    nodes.add_node(num_cpus=1, num_gpus=2, wait=False)
+    nodes.wait_for_nodes(timeout=300)
     yield nodes
     ray.shutdown()
     nodes.shutdown()

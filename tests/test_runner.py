@@ -283,13 +283,13 @@ def test_a_local_instance_listens_on_loopback_only(ray_instance: str) -> None:
             sockets = proc.net_connections(kind="inet")
         except psutil.Error:  # a worker that just ended
             continue
-        bound |= {(proc.name(), s.laddr.ip) for s in sockets if s.status == psutil.CONN_LISTEN}
-    names = {name for name, _ in bound}
-    assert {"gcs_server", "raylet"} <= names, bound
-    for name, ip in bound:
+        listening = [s for s in sockets if s.status == psutil.CONN_LISTEN]
+        bound |= {(proc.name(), proc.pid, s.laddr.ip, s.laddr.port) for s in listening}
+    assert {"gcs_server", "raylet"} <= {name for name, *_ in bound}, bound
+    for name, pid, ip, port in bound:
         address = ipaddress.ip_address(ip.split("%")[0])
         mapped = getattr(address, "ipv4_mapped", None)
-        assert (mapped or address).is_loopback, f"{name} listens on {ip}"
+        assert (mapped or address).is_loopback, f"{name} (pid {pid}) on {ip}:{port}; {bound}"
     assert ray_instance.startswith("127.0.0.1:")
 
 
@@ -323,13 +323,11 @@ def test_optuna_warm_start_skips_rows_outside_the_current_ranges(tmp_path: Path)
 
 def test_a_results_location_that_is_a_file_is_one_error(tmp_path: Path) -> None:
     from sweeper.errors import SweeperError
-    from sweeper.sweep.runner import _fit, make_plan
 
     (tmp_path / "r").write_text("not a folder")
-    path = space_file(tmp_path, "file", "")
-    plan = make_plan(load(path), str(tmp_path / "r"))
+    path = space_file(tmp_path, "file", "axes:\n  - grid: {arch.activation: [relu]}\n")
     with pytest.raises(SweeperError, match="cannot create the results folder"):
-        _fit(plan, RunOptions(results=str(tmp_path / "r"), progress=False), fake_trial)
+        run_sweep(load(path), RunOptions(results=str(tmp_path / "r"), progress=False), fake_trial)
 
 
 DRIVER_PID = os.getpid()  # captured by value in the workers

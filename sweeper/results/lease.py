@@ -134,7 +134,11 @@ class Lease:
     # --- taking, renewing, releasing -----------------------------------------------------
     def acquire(self) -> Lease:
         """Take the sweep, or raise LeaseHeld naming the driver that has it."""
-        self.fs.create_dir(self.dir, recursive=True)
+        try:
+            self.fs.create_dir(self.dir, recursive=True)
+        except OSError as err:  # e.g. --results names a file, or a read-only location
+            raise SweeperError(f"{self.sweep_uri}: cannot create the results folder: {err}"
+                               ) from None  # fmt: skip
         generation, holder = self.current()
         now = time.time()
         if holder is not None and not holder.stale(now):
