@@ -6,8 +6,13 @@ lies in the eps ball around its input and in [0, 1].
 
 Model mode: the attacks use the model as they find it. The protocol generates attacks with the
 model in eval mode (BatchNorm on its running statistics), so the trainer wraps attack generation
-in `eval_mode(model)` and switches back to train mode for the update; `accuracy` and
-`autoattack_accuracy` switch to eval mode themselves.
+in `eval_mode(model)` and switches back to train mode for the update (FGSM-RS alone attacks in
+train mode, as Wong et al. do); `accuracy` and `autoattack_accuracy` switch to eval mode
+themselves.
+
+Random starts are the reference code's (zhichao-lu/robust-residual-network): evaluation PGD /
+CW from x + U(-eps, eps), PGD-AT and MART from x + step * N(0, 1), TRADES from
+x + 0.001 * N(0, 1), none of them clipped before the first step's projection.
 
 Gradients: attacks differentiate w.r.t. the input only (torch.autograd.grad), so no parameter
 .grad is touched and a training step's gradients are never polluted. Under a bf16 autocast
@@ -32,7 +37,6 @@ from sweeper.data import to_float
 log = logging.getLogger(__name__)
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-CW_KAPPA = 50.0  # CW margin cap (confidence) used by the TRADES / MART evaluation code
 
 
 @contextmanager
@@ -52,16 +56,34 @@ def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
 
 
-def _uniform_start(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+def _uniform_start(
+    x: torch.Tensor, eps: float, generator: torch.Generator | None, *, clamp: bool = False
+) -> torch.Tensor:
+    """x + U(-eps, eps): the start of evaluation PGD / CW in the reference
+    (core/dist_engine.py, `_pgd_whitebox`), which does not clamp it to [0, 1] (the first
+    step's projection does); clamp=True clips it into [0, 1] first, as FGSM-RS does."""
     noise = torch.rand(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-    return _project(x + (2 * noise - 1) * eps, x, eps)
+    start = x + (2 * noise - 1) * eps
+    return start.clamp_(0, 1) if clamp else start
 
 
-def cw_margin(logits: torch.Tensor, y: torch.Tensor, kappa: float = CW_KAPPA) -> torch.Tensor:
-    """Per-sample Carlini-Wagner margin max_{j != y} z_j - z_y, capped at kappa (to maximise)."""
+def _normal_start(x: torch.Tensor, sigma: float, generator: torch.Generator | None) -> torch.Tensor:
+    """x + sigma * N(0, 1), not projected: the start of the reference's training attacks
+    (core/losses/madrys.py, mart.py: sigma = the step size; trades.py: sigma = 0.001)."""
+    noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    return x + sigma * noise
+
+
+def cw_margin(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
+    """Per-sample Carlini-Wagner loss to maximise, as the reference's CWLoss
+    (core/dist_engine.py, `_pgd_cw_whitebox`): -max(z_y - max_{j != y} z_j + kappa, 0).
+
+    It rises until the best wrong class beats the true one by kappa (the reference's
+    `confidence`, 0 there), then stays flat: a misclassified point is left where it is.
+    """
     true = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
-    return (others.amax(dim=1) - true).clamp(max=kappa)
+    return -(true - others.amax(dim=1) + kappa).clamp(min=0)
 
 
 def pgd(
@@ -74,22 +96,31 @@ def pgd(
     steps: int,
     loss: Literal["ce", "cw"] = "ce",
     random_start: bool = True,
+    start_sigma: float | None = None,
+    cw_kappa: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """L-inf PGD (Madry et al.): `steps` signed-gradient ascent steps on cross-entropy or,
-    with loss="cw", on the CW margin (CW-k), each projected back into the eps ball and [0, 1].
+    with loss="cw", on the CW margin with confidence `cw_kappa` (CW-k), each projected back
+    into the eps ball and [0, 1].
 
-    random_start draws the start uniformly in the eps ball (`generator` on x's device).
+    random_start: x + U(-eps, eps), or x + start_sigma * N(0, 1) when start_sigma is given
+    (the reference's PGD-AT / MART start); drawn from `generator` (on x's device).
     """
     if loss not in ("ce", "cw"):
         raise ValueError(f"unknown PGD loss {loss!r}; choose from 'ce', 'cw'")
     x = to_float(x).detach()
-    x_adv = _uniform_start(x, eps, generator) if random_start else x.clone()
+    if not random_start:
+        x_adv = x.clone()
+    elif start_sigma is not None:
+        x_adv = _normal_start(x, start_sigma, generator)
+    else:
+        x_adv = _uniform_start(x, eps, generator)
 
     def objective(logits: torch.Tensor) -> torch.Tensor:
         if loss == "ce":
             return F.cross_entropy(logits, y, reduction="sum")
-        return cw_margin(logits, y).sum()
+        return cw_margin(logits, y, cw_kappa).sum()
 
     return _ascend(model, x, x_adv, objective, eps=eps, step_size=step_size, steps=steps)
 
@@ -111,7 +142,7 @@ def _ascend(
             logits = model(x_adv).float()  # fp32 loss even under bf16 autocast
             (grad,) = torch.autograd.grad(objective(logits), x_adv)
         x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
-    return x_adv.detach()
+    return x_adv.detach() if steps else _project(x_adv.detach(), x, eps)
 
 
 def fgsm_rs(
@@ -123,11 +154,16 @@ def fgsm_rs(
     step_size: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """FGSM with a uniform random start (fast AT, Wong et al. 2020; step 1.25 * eps typical):
-    one signed-gradient step of `step_size` on cross-entropy, projected."""
-    return pgd(
-        model, x, y, eps=eps, step_size=step_size, steps=1, random_start=True, generator=generator
-    )
+    """FGSM with a random start (fast AT, Wong et al. 2020; their step is 1.25 * eps): a
+    start uniform in the eps ball clipped into [0, 1], then one signed-gradient step of
+    `step_size` on cross-entropy, projected."""
+    x = to_float(x).detach()
+    start = _uniform_start(x, eps, generator, clamp=True)
+
+    def objective(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, reduction="sum")
+
+    return _ascend(model, x, start, objective, eps=eps, step_size=step_size, steps=1)
 
 
 def trades_adversary(
@@ -140,15 +176,15 @@ def trades_adversary(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """The TRADES inner maximisation (Zhang et al. 2019): signed-gradient ascent on
-    KL(p(x) || p(x_adv)) = sum p(x) * (log p(x) - log p(x_adv)), started at x + 0.001 * N(0, 1).
+    KL(p(x) || p(x_adv)) = sum p(x) * (log p(x) - log p(x_adv)), started at x + 0.001 * N(0, 1)
+    (not projected: the reference's core/losses/trades.py).
 
     Labels are not used: the attack pushes the prediction away from the clean one.
     """
     x = to_float(x).detach()
     with torch.no_grad():
         p_clean = F.softmax(model(x).float(), dim=1)
-    noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-    x_adv = _project(x + 0.001 * noise, x, eps)
+    x_adv = _normal_start(x, 0.001, generator)
 
     def objective(logits: torch.Tensor) -> torch.Tensor:
         return F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="sum")

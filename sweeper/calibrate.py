@@ -244,10 +244,12 @@ def trial_seconds(
     n_train, n_test = _split_sizes(config)
     t, e = config.train, config.eval
     batches = n_train // t.batch_size  # the last partial batch is dropped
-    train_s = batches * t.batch_size * t.epochs * train_units(t.method, t.steps) / train_rate
+    train_s = (
+        batches * t.batch_size * t.trained_epochs * train_units(t.method, t.steps) / train_rate
+    )
     # the per-epoch holdout check runs under the training precision (bf16 on CUDA)
     hist_units = 1.0 + (eval_units(e.history_pgd_steps) if e.history_pgd_steps else 0.0)
-    history_s = config.data.holdout_size * t.epochs * hist_units / train_rate
+    history_s = config.data.holdout_size * t.trained_epochs * hist_units / train_rate
     eval_img_units = 1.0  # clean accuracy
     if e.pgd_steps:
         eval_img_units += eval_units(e.pgd_steps)

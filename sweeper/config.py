@@ -42,15 +42,21 @@ class DataConfig(_Section):
     holdout_size: int = Field(512, ge=0)  # training images held out for per-epoch history
     augment: bool = True  # random crop (4 px padding) + horizontal flip
     rotate_degrees: float = Field(0.0, ge=0)  # CIFAR-100 protocol uses 20
-    image_size: int = Field(32, ge=4)  # digits / synthetic only; CIFAR is 32
-    synthetic_classes: int = Field(10, ge=2)
-    synthetic_train: int = Field(1000, ge=1)
-    synthetic_test: int = Field(500, ge=1)
+    image_size: int = Field(32, ge=4, le=1024)  # digits / synthetic only; CIFAR is 32
+    synthetic_classes: int = Field(10, ge=2, le=100_000)
+    synthetic_train: int = Field(1000, ge=1, le=1_000_000)
+    synthetic_test: int = Field(500, ge=1, le=1_000_000)
+
+
+FGSM_STEP = 1.25  # FGSM-RS step as a multiple of eps (Wong et al. 2020)
 
 
 class TrainConfig(_Section):
     method: Literal["clean", "pgd", "trades", "mart", "fgsm"] = "trades"
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=1)  # length of the lr schedule (milestones are fractions of it)
+    # Train only the first stop_epoch epochs of that schedule (the reference's --stop_epoch);
+    # None: all of them.
+    stop_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0)
@@ -62,7 +68,9 @@ class TrainConfig(_Section):
     gamma: float = Field(0.1, gt=0)
     warmup_epochs: float = Field(0.0, ge=0)
     eps: float = Field(8.0, ge=0)  # L-inf radius in 1/255 pixel units
-    step_size: float = Field(2.0, gt=0)  # attack step in 1/255 pixel units
+    # Attack step in 1/255 pixel units. Unset: 2 (PGD-AT, TRADES, MART: the reference's
+    # 2/255) or FGSM_STEP * eps (fgsm); the stored config holds the number used.
+    step_size: float = Field(2.0, gt=0)
     steps: int = Field(10, ge=1)  # attack steps during training
     beta: float = Field(6.0, ge=0)  # TRADES / MART regulariser weight
     ema: float | None = Field(None, gt=0, lt=1)  # weight-averaging decay; None: off
@@ -75,6 +83,32 @@ class TrainConfig(_Section):
             raise ValueError(f"expected increasing fractions of the run in (0, 1], got {list(v)}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_step(cls, data: Any) -> Any:
+        """An unset step_size is the method's own: FGSM_STEP * eps for fgsm, else 2."""
+        if not isinstance(data, dict) or data.get("step_size") is not None:
+            return data
+        data = {k: v for k, v in data.items() if k != "step_size"}
+        eps = data.get("eps", 8.0)
+        if data.get("method") == "fgsm" and isinstance(eps, (int, float)) and eps > 0:
+            data["step_size"] = FGSM_STEP * float(eps)
+        return data
+
+    @model_validator(mode="after")
+    def _stop_within_schedule(self) -> TrainConfig:
+        if self.stop_epoch is not None and self.stop_epoch > self.epochs:
+            raise ValueError(
+                f"stop_epoch: {self.stop_epoch} is past the end of the {self.epochs}-epoch "
+                "schedule (train.epochs)"
+            )
+        return self
+
+    @property
+    def trained_epochs(self) -> int:
+        """Epochs actually trained: stop_epoch, or the whole schedule."""
+        return self.stop_epoch if self.stop_epoch is not None else self.epochs
+
 
 class EvalConfig(_Section):
     eps: float = Field(8.0, ge=0)  # 1/255 pixel units
@@ -82,11 +116,18 @@ class EvalConfig(_Section):
     pgd_step_size: float = Field(0.8, gt=0)  # 1/255 pixel units
     cw_steps: int = Field(40, ge=0)  # 0: skip CW
     cw_step_size: float = Field(0.8, gt=0)
+    # CW confidence: the margin loss stops rising once a wrong class leads by cw_kappa
+    # logits; 0 as the reference's `_pgd_cw_whitebox` (core/dist_engine.py).
+    cw_kappa: float = Field(0.0, ge=0)
     aa_size: int = Field(1000, ge=0)  # first N test images for AutoAttack; 0: skip
     aa_version: Literal["standard", "plus", "rand", "custom"] = "standard"
     aa_attacks: tuple[str, ...] | None = None  # with aa_version=custom
     batch_size: int = Field(500, ge=1)
     history_pgd_steps: int = Field(10, ge=0)  # PGD steps of the per-epoch holdout check
+    # The weights scored: those after the last epoch, or those of the epoch with the best
+    # holdout PGD accuracy (the reference keeps its best-PGD-20 epoch; it picks it on the
+    # test set, we on the holdout split, which the test metrics never see).
+    checkpoint: Literal["last", "best"] = "last"
 
     @model_validator(mode="after")
     def _aa_attacks_match_version(self) -> EvalConfig:
@@ -129,6 +170,17 @@ class TrialConfig(_Section):
 
             return resolve_arch(value)
         return value
+
+    @model_validator(mode="after")
+    def _best_needs_holdout(self) -> TrialConfig:
+        if self.eval.checkpoint == "best" and (
+            self.data.holdout_size == 0 or self.eval.history_pgd_steps == 0
+        ):
+            raise ValueError(
+                "eval.checkpoint: 'best' picks the epoch by holdout PGD accuracy, so it needs "
+                "data.holdout_size > 0 and eval.history_pgd_steps > 0"
+            )
+        return self
 
     def identity(self) -> dict[str, Any]:
         """The config that defines the experiment (no runtime, no sweep name)."""

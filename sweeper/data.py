@@ -340,7 +340,8 @@ def train_batches(
 
     With `augment`: random crop back to the input size from a zero padding of `pad` pixels,
     and a horizontal flip with probability 1/2; then, with `rotate_degrees` > 0, a rotation
-    by a uniform angle in [-rotate_degrees, rotate_degrees] (zeros fill the corners).
+    by a uniform angle in [-rotate_degrees, rotate_degrees] (nearest-neighbour, zeros fill
+    the corners).
     `generator` must live on x's device; the same seed gives the same epoch.
     """
     n = x.shape[0]
@@ -403,8 +404,10 @@ def rotate(
 ) -> torch.Tensor:
     """Rotate each float image by its own uniform angle in [-degrees, degrees], batched.
 
-    One affine_grid + grid_sample for the whole batch (bilinear, zeros outside), the batched
-    equivalent of torchvision's RandomRotation.
+    One affine_grid + grid_sample for the whole batch, the batched equivalent of
+    torchvision's RandomRotation(degrees) as the reference's CIFAR-100 pipeline uses it
+    (core/dataset.py): about the image centre, nearest-neighbour (torchvision's default
+    interpolation, so every output pixel is a copy of an input pixel), zeros outside.
     """
     b = x.shape[0]
     angle = (torch.rand(b, device=x.device, generator=generator) * 2 - 1) * math.radians(degrees)
@@ -412,4 +415,4 @@ def rotate(
     zero = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)

@@ -26,6 +26,9 @@ DEFAULT_BUDGETS: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0, 40.0)  # GMAC
 # not an interior optimum: the data there only show "more of this end is better".
 EDGE_MARGIN = 0.05
 MIN_SHARES = 4  # distinct depth shares per fit: three coefficients and one to spare
+# Networks whose MACs stray further than this from their budget bias the fit: a deep
+# network that overshoots is compared with a wide one that undershoots. Said, not refused.
+MACS_TOLERANCE = 0.03
 _DEPTHS = ["depth1", "depth2", "depth3"]
 _WIDTHS = ["width1", "width2", "width3"]
 
@@ -66,8 +69,9 @@ def assign_budgets(rows: pd.DataFrame, budgets: Sequence[float] = DEFAULT_BUDGET
 def prepare(
     rows: pd.DataFrame, metric: str = "cw_acc", budgets: Sequence[float] = DEFAULT_BUDGETS
 ) -> pd.DataFrame:
-    """The fit's input: ok rows with columns share, y, budget and network (one id per arch
-    per budget, so that seeds of one network are resampled together)."""
+    """The fit's input: ok rows with columns share, y, budget, macs_ratio (the network's MACs
+    over its budget; NaN without a `macs` column) and network (one id per arch per budget,
+    so that seeds of one network are resampled together)."""
     needed = [*_DEPTHS, *_WIDTHS, metric]
     missing = [c for c in needed if c not in rows]
     if missing:
@@ -80,11 +84,18 @@ def prepare(
     ok = ok[np.isfinite(arch).all(axis=1)]  # a row without its depths/widths has no share
     if ok.empty:
         raise SweeperError(f"no ok rows with a value of {metric} to fit")
+    budget = assign_budgets(ok, budgets).to_numpy(float)
+    macs = (
+        pd.to_numeric(ok["macs"], errors="coerce").to_numpy(float)
+        if "macs" in ok
+        else np.full(len(ok), np.nan)
+    )
     out = pd.DataFrame(
         {
             "share": depth_share(ok).to_numpy(float),
             "y": ok[metric].to_numpy(float),
-            "budget": assign_budgets(ok, budgets).to_numpy(float),
+            "budget": budget,
+            "macs_ratio": macs / (budget * 1e9),
         }
     )
     arch_cols = [c for c in ("block", *_DEPTHS, *_WIDTHS) if c in ok]
@@ -136,6 +147,8 @@ class Optimum:
     ci_high: float | None = None
     boot_interior: float | None = None  # fraction of bootstrap resamples with an interior optimum
     reason: str = ""  # why there is no interior optimum
+    # lowest and highest MACs / budget among the networks fitted (None: no `macs` column)
+    macs_ratio: tuple[float, float] | None = None
     boot_coef: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
 
     @property
@@ -161,6 +174,8 @@ class Optimum:
             share_max=self.share_range[1],
             vertex=self.vertex,
             boot_interior_fraction=self.boot_interior,
+            macs_ratio_min=None if self.macs_ratio is None else self.macs_ratio[0],
+            macs_ratio_max=None if self.macs_ratio is None else self.macs_ratio[1],
             reason=self.reason or None,
         )
         return out
@@ -223,6 +238,9 @@ def _fit(
     groups = pts["budget"].map({b: i for i, b in enumerate(budgets)}).to_numpy(int)
     lo, hi = float(share.min()), float(share.max())
     opt = Optimum(macs_target, n=len(pts), networks=pts["network"].nunique(), share_range=(lo, hi))
+    ratio = pts["macs_ratio"].dropna()
+    if len(ratio):
+        opt.macs_ratio = (float(ratio.min()), float(ratio.max()))
     distinct = len(np.unique(np.round(share, 6)))
     if distinct < MIN_SHARES:
         opt.reason = (

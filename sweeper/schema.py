@@ -37,8 +37,10 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     # training
     ("dataset", pa.string()),
     ("train_method", pa.string()),
-    ("epochs", pa.int64()),
+    ("epochs", pa.int64()),  # length of the lr schedule
+    ("stop_epoch", pa.int64()),  # epochs trained: train.stop_epoch, or all of the schedule
     ("eps", pa.float64()),  # 1/255 pixel units
+    ("precision", pa.string()),  # training forward passes: bf16 (autocast) | fp32
     # metrics (fractions) and the number of test points each was measured on
     ("clean_acc", pa.float64()),
     ("pgd_acc", pa.float64()),
@@ -48,6 +50,11 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("pgd_n", pa.int64()),
     ("cw_n", pa.int64()),
     ("aa_n", pa.int64()),
+    # what the metrics were measured with
+    ("cw_kappa", pa.float64()),  # CW confidence (eval.cw_kappa)
+    ("checkpoint", pa.string()),  # weights scored: last | best (eval.checkpoint)
+    ("best_epoch", pa.int64()),  # epoch with the best holdout PGD accuracy (null: no holdout)
+    ("eval_precision", pa.string()),  # bf16 | fp32
     # provenance and cost
     ("started_at", pa.timestamp("us", tz="UTC")),
     ("ended_at", pa.timestamp("us", tz="UTC")),
@@ -58,10 +65,39 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("torch_version", pa.string()),
     ("config", pa.string()),  # the full resolved TrialConfig as JSON
     ("history", pa.string()),  # per-epoch records as a JSON list
+    # the trained network: a plain state dict (torch.load(..., weights_only=True)), as a path
+    # relative to the folder holding the row (_weights/<trial_id>/final.pt); null: none kept
+    ("weights", pa.string()),
+    # provenance of the code and machine that produced the row (sweeper.provenance)
+    ("git_commit", pa.string()),  # null outside a git checkout; "-dirty" when edited
+    ("host", pa.string()),
+    ("python_version", pa.string()),
+    ("numpy_version", pa.string()),
+    ("ray_version", pa.string()),
+    ("autoattack_version", pa.string()),
+    ("space_sha256", pa.string()),  # the space as loaded (extends merged, --set applied)
 ]
 
 SCHEMA = pa.schema(_COLUMNS)
 COLUMNS: list[str] = [name for name, _ in _COLUMNS]
+PROVENANCE = ["git_commit", "host", "python_version", "numpy_version", "ray_version",
+              "autoattack_version"]  # fmt: skip
+
+# A row of the evaluation table (`sweeper eval`: stored weights evaluated again, possibly
+# with other settings); kept apart from the training rows in RESULTS/<sweep>/_eval/.
+_TYPES = dict(_COLUMNS)
+_EVAL_NAMES = [
+    "sweep", "trial_id", "eval_id", "status", "error", "weights",
+    "clean_acc", "pgd_acc", "cw_acc", "aa_acc", "clean_n", "pgd_n", "cw_n", "aa_n",
+    "evaluation", "config", "started_at", "ended_at", "eval_seconds", "device",
+    "sweeper_version", "torch_version", *PROVENANCE,
+]  # fmt: skip
+_EVAL_ONLY = {
+    "eval_id": pa.string(),  # hash of `evaluation` and the weights file: same id, same numbers
+    "evaluation": pa.string(),  # JSON: the eval and data sections the metrics were measured with
+}
+EVAL_SCHEMA = pa.schema([(n, _EVAL_ONLY.get(n) or _TYPES[n]) for n in _EVAL_NAMES])
+EVAL_COLUMNS: list[str] = list(_EVAL_NAMES)
 
 
 def empty_row() -> dict[str, Any]:
@@ -69,9 +105,9 @@ def empty_row() -> dict[str, Any]:
     return dict.fromkeys(COLUMNS)
 
 
-def check_row(row: dict[str, Any]) -> None:
+def check_row(row: dict[str, Any], columns: list[str] = COLUMNS) -> None:
     """Reject a row whose keys differ from the schema (a bug, not user input)."""
-    missing = [c for c in COLUMNS if c not in row]
-    extra = [c for c in row if c not in COLUMNS]
+    missing = [c for c in columns if c not in row]
+    extra = [c for c in row if c not in columns]
     if missing or extra:
         raise KeyError(f"row does not match the result schema: missing {missing}, extra {extra}")

@@ -36,6 +36,7 @@ import sweeper
 from sweeper.config import TrialConfig
 from sweeper.errors import ConfigError, TrialFailed, from_validation_error
 from sweeper.models.spec import ArchSpec
+from sweeper.provenance import provenance
 from sweeper.schema import check_row, empty_row
 
 MAX_ERROR_CHARS = 1000
@@ -47,11 +48,14 @@ def run_trial(
     checkpoint_dir: str | Path | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     catch: bool = True,
+    weights_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one configuration; return its result row.
 
     With `checkpoint_dir`, training checkpoints every epoch and resumes from the last
     checkpoint there. `on_epoch(record)` runs after each epoch's checkpoint. With
+    `weights_dir`, the trained network is saved there before its evaluation (see
+    `save_weights`) and the row's `weights` names the evaluated file. With
     catch=True any exception becomes a `failed` row whose `error` is one line
     ("TypeName: message"); TrialFailed (divergence) gives a failed row even with
     catch=False. Everything else is re-raised when catch=False.
@@ -62,6 +66,7 @@ def run_trial(
         started_at=_now(),
         sweeper_version=sweeper.__version__,
         torch_version=torch.__version__,
+        **provenance(),
     )
     try:
         cfg = validate_config(config)
@@ -81,7 +86,8 @@ def run_trial(
             on_epoch(record)
 
     try:
-        _execute(cfg, row, checkpoint_dir=checkpoint_dir, on_epoch=record_epoch)
+        _execute(cfg, row, checkpoint_dir=checkpoint_dir, on_epoch=record_epoch,
+                 weights_dir=weights_dir)  # fmt: skip
         row.update(status="ok", error=None)
     except TrialFailed as err:
         row["error"] = one_line(err)
@@ -114,15 +120,18 @@ def _execute(
     *,
     checkpoint_dir: str | Path | None,
     on_epoch: Callable[[dict[str, Any]], None],
+    weights_dir: str | Path | None = None,
 ) -> None:
     """Seed, load, build, train, evaluate: filling `row` as facts become known."""
     from sweeper import models
     from sweeper.data import load_dataset
-    from sweeper.training import train
+    from sweeper.training import precision, train
 
     rt = cfg.runtime
     device = pick_device(rt.device)
     row["device"] = device_name(device)
+    row["precision"] = precision(device, rt.bf16)
+    row["eval_precision"] = precision(device, rt.bf16 and not rt.eval_fp32)
     seed_everything(cfg.seed, deterministic=rt.deterministic)
 
     data = load_dataset(
@@ -151,6 +160,9 @@ def _execute(
                    on_epoch=on_epoch)  # fmt: skip
     row["train_seconds"] = result.seconds
     row["history"] = json.dumps(result.history)
+    row["best_epoch"] = result.best_epoch
+    if weights_dir is not None:  # kept before evaluating: an attack that fails loses no training
+        row["weights"] = str(save_weights(weights_dir, result, cfg))
 
     t0 = _now()
     row.update(evaluate(result.model, data, cfg, device=device))
@@ -161,7 +173,10 @@ def evaluate(
     model: torch.nn.Module, data: Any, cfg: TrialConfig, *, device: torch.device
 ) -> dict[str, Any]:
     """Clean, PGD-k and CW-k accuracy on the test split, AutoAttack on its first aa_size
-    points: the metric columns of a row. fp32 unless runtime.eval_fp32 is false."""
+    points: the metric columns of a row. fp32 unless runtime.eval_fp32 is false.
+
+    PGD and CW start uniformly in the eps ball, CW with confidence eval.cw_kappa: the
+    reference's `_pgd_whitebox` / `_pgd_cw_whitebox` (core/dist_engine.py)."""
     from sweeper import attacks
     from sweeper.training import autocast
 
@@ -182,7 +197,8 @@ def evaluate(
                 continue
             attack = functools.partial(
                 attacks.pgd, eps=eps, step_size=step_size / 255, steps=steps, loss=loss,
-                random_start=True, generator=torch.Generator(device=device).manual_seed(cfg.seed),
+                random_start=True, cw_kappa=ev.cw_kappa,
+                generator=torch.Generator(device=device).manual_seed(cfg.seed),
             )  # fmt: skip
             out[f"{name}_acc"] = attacks.accuracy(
                 model, x, y, batch_size=ev.batch_size, attack=attack
@@ -196,6 +212,26 @@ def evaluate(
             )  # fmt: skip
             out["aa_n"] = n_aa
     return out
+
+
+def save_weights(directory: str | Path, result: Any, cfg: TrialConfig) -> Path:
+    """Write the trained network as plain state dicts (CPU tensors only, so
+    `torch.load(path, weights_only=True)` reads them anywhere): `final.pt`, the weights at
+    the end of training (the EMA copy when train.ema is set), and with eval.checkpoint best
+    also `best.pt`, the best epoch's. Returns the file the row's metrics are measured on."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    last = result.last_state if result.last_state is not None else result.model.state_dict()
+    states = {"final": last}
+    if result.best_state is not None:
+        states["best"] = result.best_state
+    for name, state in states.items():
+        cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+        tmp = directory / f".{name}.pt.tmp"
+        torch.save(cpu, tmp)
+        tmp.replace(directory / f"{name}.pt")
+    use_best = result.best_state is not None and cfg.eval.checkpoint == "best"
+    return directory / ("best.pt" if use_best else "final.pt")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,7 +249,10 @@ def config_columns(cfg: TrialConfig) -> dict[str, Any]:
         "dataset": cfg.data.dataset,
         "train_method": cfg.train.method,
         "epochs": cfg.train.epochs,
+        "stop_epoch": cfg.train.trained_epochs,
         "eps": cfg.train.eps,
+        "cw_kappa": cfg.eval.cw_kappa,
+        "checkpoint": cfg.eval.checkpoint,
         "config": cfg.canonical_json(),
     }
 

@@ -40,7 +40,7 @@ seeds: [0, 1]
 
 
 def gpu_trial(config: TrialConfig, *, checkpoint_dir: str | None = None, on_epoch: Any = None,
-              catch: bool = True) -> dict[str, Any]:  # fmt: skip
+              catch: bool = True, weights_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Records which node ran it and the GPU share Ray gave it; needs no real GPU."""
     from sweeper.trial import config_columns
 

@@ -341,3 +341,14 @@ def test_rotate() -> None:
     # the centre pixel of an odd-sized image stays put under any rotation
     y = torch.rand(4, 1, 9, 9)
     assert torch.allclose(rotate(y, 45.0, generator=_gen(3))[:, :, 4, 4], y[:, :, 4, 4], atol=1e-5)
+
+
+def test_rotate_is_nearest_neighbour_as_torchvision_default() -> None:
+    """RandomRotation's default interpolation (the reference's CIFAR-100 pipeline) is NEAREST:
+    every pixel of the output is a pixel of the same image and channel, or a zero corner."""
+    x = torch.rand(16, 3, 32, 32) + 0.5  # no zeros of its own
+    out = rotate(x, 20.0, generator=_gen(1))
+    for img, src in zip(out, x):
+        for ch, src_ch in zip(img, src):
+            assert torch.isin(ch[ch != 0], src_ch).all()
+    assert 0 < (out == 0).sum() < out.numel() / 4  # rotated: some corners fall outside

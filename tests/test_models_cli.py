@@ -72,6 +72,14 @@ def test_scale_json(capsys) -> None:
     assert abs(data["macs"] / 5e9 - 1) < 0.1
 
 
+def test_scale_match_budget(capsys) -> None:
+    """The published 5G point (5.08 GMACs) scaled by one fractional factor onto 5 GMACs."""
+    assert main(["scale", "--target-gmacs", "5", "--match-budget", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["depths"] == [14, 14, 7] and abs(data["macs"] / 5e9 - 1) < 0.005
+    assert [round(w) for w in data["widths"]] == [5, 7, 3] and data["widths"] != [5, 7, 3]
+
+
 def test_scale_table(capsys) -> None:
     assert main(["scale", "--target-gmacs", "5", "--depth-share", "0.7"]) == 0
     out = capsys.readouterr().out

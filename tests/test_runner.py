@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from helpers import marked_env, tiny_space
 
@@ -36,7 +37,8 @@ def _log(kind: str, config: TrialConfig) -> None:
 
 
 def fake_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
-               on_epoch: Any = None, catch: bool = True) -> dict[str, Any]:  # fmt: skip
+               on_epoch: Any = None, catch: bool = True,
+               weights_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Looks like run_trial: one 'epoch' with a checkpoint, then an ok row."""
     from sweeper.trial import config_columns
 
@@ -131,6 +133,9 @@ def test_optuna_search_through_ray_resumes_its_budget(tmp_path: Path) -> None:
                      trial_fn=fake_trial)  # fmt: skip
     assert more.started == 2 and len(more.rows) == 6
     assert set(more.rows["activation"]) <= {"relu", "gelu"}
+    stored = pd.read_parquet(tmp_path / "r" / "opt")  # the sampled keys are columns
+    assert stored["train.lr"].between(0.01, 0.2).all()
+    assert set(stored["arch.activation"]) <= {"relu", "gelu"}
     assert all(0.01 <= TrialConfig.model_validate_json(c).train.lr <= 0.2
                for c in more.rows["config"])  # fmt: skip
 
@@ -220,7 +225,8 @@ def test_a_trial_resumes_from_the_checkpoint_an_interrupted_run_left(tmp_path: P
 
 
 def dying_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
-                on_epoch: Any = None, catch: bool = True) -> dict[str, Any]:  # fmt: skip
+                on_epoch: Any = None, catch: bool = True,
+                weights_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Its worker dies before the first report (out of memory, a segfault)."""
     os._exit(1)
 
@@ -260,6 +266,15 @@ def test_real_run_trial_end_to_end_past_a_damaged_checkpoint(
     assert 0 <= row["clean_acc"] <= 1 and row["pgd_n"] == 32 and row["macs"] > 0
     assert (left.parent / "damaged_checkpoint_000001" / "last.pt").is_file()
     assert not list((tmp_path / "r" / "real" / "_ray").glob("*/*/checkpoint_*"))
+    # the worker stored the trained weights in the store, beside the row that names them
+    import torch
+
+    from sweeper.models import build
+
+    assert row["weights"] == f"_weights/{row['trial_id']}/final.pt"
+    state = torch.load(tmp_path / "r" / "real" / row["weights"], weights_only=True)
+    build(TrialConfig.model_validate_json(row["config"]).arch).load_state_dict(state)
+    assert row["space_sha256"] == load(path).sha256 and row["ray_version"] == ray.__version__
     log = capsys.readouterr().err  # not a terminal: plain lines
     assert f"warning {config.trial_id}: damaged checkpoint " in log, log
     assert f"ok      {config.trial_id}  clean " in log, log
@@ -334,7 +349,8 @@ DRIVER_PID = os.getpid()  # captured by value in the workers
 
 
 def interrupting_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
-                       on_epoch: Any = None, catch: bool = True) -> dict[str, Any]:  # fmt: skip
+                       on_epoch: Any = None, catch: bool = True,
+               weights_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Checkpoints one epoch, then the researcher presses Ctrl+C (Tune also stops on SIGUSR1)."""
     assert checkpoint_dir is not None and on_epoch is not None
     Path(checkpoint_dir, "epoch1").write_text("1")
@@ -363,7 +379,8 @@ def test_an_interrupted_run_keeps_the_checkpoints_of_unfinished_trials(tmp_path:
 
 
 def racing_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
-                 on_epoch: Any = None, catch: bool = True) -> dict[str, Any]:  # fmt: skip
+                 on_epoch: Any = None, catch: bool = True,
+               weights_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """A second driver on the same sweep finishes this trial while ours then fails."""
     sweep_uri = os.path.join(Path(LOG_DIR, "race-results").read_text(), config.sweep)
     results.write_row(sweep_uri, fake_trial(config))

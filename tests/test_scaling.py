@@ -129,6 +129,29 @@ def test_bootstrap_is_seeded() -> None:
     assert (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high)
 
 
+def test_reports_the_macs_spread_it_fitted_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _planted(0.7, budgets=(5, 10))
+    rows["macs"] = (rows["macs_target"] * 1e9 * np.linspace(0.99, 1.02, len(rows))).round()
+    fit = fit_scaling(rows, n_boot=20)
+    assert fit.pooled.macs_ratio == pytest.approx((0.99, 1.02))
+    low, high = fit.budgets[0].macs_ratio  # 5 GMACs: the first half of the rows
+    assert low == pytest.approx(0.99) and high < 1.006
+    out = fit.to_json()
+    assert (out["pooled"]["macs_ratio_min"], out["pooled"]["macs_ratio_max"]) == pytest.approx(
+        (0.99, 1.02)
+    )
+    write_results(rows, tmp_path / "tight")
+    assert main(["fit-scaling", str(tmp_path / "tight" / "compound"), "--bootstrap", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "0.990-1.020" in text and "warning" not in text
+    rows["macs"] = rows["macs"] * np.where(rows["depth1"] > 10, 1.15, 0.92)  # RobustScaling's
+    write_results(rows, tmp_path / "loose")  # whole widening factors, not budget-matched
+    assert main(["fit-scaling", str(tmp_path / "loose" / "compound"), "--bootstrap", "20"]) == 0
+    assert "warning: the networks' MACs range" in capsys.readouterr().out
+
+
 def test_share_and_ratio() -> None:
     wrn = to_frame([make_row("x", 0, cw=0.5)])
     assert depth_share(wrn).iloc[0] == pytest.approx(12 / 42)

@@ -152,7 +152,7 @@ def test_derive_keys_can_be_axes(tmp_path: Path) -> None:
 
 
 def test_extends_and_set_override_the_base(tmp_path: Path) -> None:
-    (tmp_path / "_proto.yaml").write_text("base:\n  train: {epochs: 7, lr: 0.05}\n  seed: 3\n")
+    (tmp_path / "_proto.yaml").write_text("base:\n  train: {epochs: 7, lr: 0.05}\n")
     path = write(tmp_path, "extends: _proto.yaml\n")
     space = load(path)
     [cfg] = expand(space)

@@ -52,10 +52,17 @@ def dataset() -> Dataset:
     return load_dataset(trial_config().data, device="cpu", seed=0)
 
 
+@functools.lru_cache(maxsize=1)
+def holdout_dataset() -> Dataset:
+    return load_dataset(_with_holdout(trial_config(), "last").data, device="cpu", seed=0)
+
+
 def fit(cfg: TrialConfig, **kwargs: Any) -> Any:
+    """Train a tiny CNN by cfg on dataset() (or holdout_dataset() when cfg has a holdout)."""
+    data = holdout_dataset() if cfg.data.holdout_size else dataset()
     torch.manual_seed(cfg.seed)
-    model = tiny_cnn(dataset().num_classes, width=8)
-    return train(model, dataset(), cfg, device="cpu", **kwargs)
+    model = tiny_cnn(data.num_classes, width=8)
+    return train(model, data, cfg, device="cpu", **kwargs)
 
 
 def pgd_accuracy(model: torch.nn.Module) -> float:
@@ -168,6 +175,59 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
     strip = [{k: v for k, v in r.items() if "seconds" not in k} for r in whole.history]
     assert strip == [{k: v for k, v in r.items() if "seconds" not in k} for r in resumed.history]
     assert not list((tmp_path / "cut").glob(".*tmp"))  # atomic writes leave no temp files
+
+
+def _with_holdout(cfg: TrialConfig, checkpoint: str) -> TrialConfig:
+    """cfg with a 100-image holdout checked by PGD-2 every epoch, scoring `checkpoint`."""
+    data = synthetic_config(image_size=8, synthetic_train=500, holdout_size=100)
+    return TrialConfig(**{**cfg.model_dump(), "data": data.model_dump(),
+                          "eval": {"history_pgd_steps": 2, "checkpoint": checkpoint}})  # fmt: skip
+
+
+def test_best_checkpoint_is_scored_and_survives_a_resume(tmp_path: Path) -> None:
+    """eval.checkpoint=best: the evaluated weights are those of the first epoch with the best
+    holdout PGD accuracy; an interrupted run resumes to the same best epoch and weights."""
+    cfg = _with_holdout(trial_config(method="pgd", epochs=5, lr=0.2), "best")
+    whole = fit(cfg, checkpoint_dir=tmp_path / "whole")
+    accs = [r["holdout_pgd_acc"] for r in whole.history]
+    assert whole.best_epoch == accs.index(max(accs)) + 1
+    assert whole.best_state is not None
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, whole.best_state[key]), key
+    assert [p.name for p in (tmp_path / "whole").glob("best-*")] == [
+        f"best-epoch{whole.best_epoch}.pt"
+    ]
+
+    def preempt(record: dict[str, Any]) -> None:
+        if record["epoch"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, checkpoint_dir=tmp_path / "cut", on_epoch=preempt)
+    best_so_far = accs[:4].index(max(accs[:4])) + 1  # measured: 4 of [.01 .08 .11 .24 .18]
+    assert [p.name for p in (tmp_path / "cut").glob("best-*")] == [f"best-epoch{best_so_far}.pt"]
+    # a kill between a new best file and the last.pt naming it leaves a stray: harmless
+    (tmp_path / "cut" / "best-epoch5.pt").write_bytes(b"partial")
+    resumed = fit(cfg, checkpoint_dir=tmp_path / "cut")
+    assert resumed.best_epoch == whole.best_epoch and resumed.best_state is not None
+    assert len(list((tmp_path / "cut").glob("best-*"))) == 1
+    for key, value in whole.best_state.items():
+        assert torch.equal(value, resumed.best_state[key]), key
+
+    last = fit(_with_holdout(trial_config(method="pgd", epochs=5, lr=0.2), "last"))
+    assert last.best_epoch == whole.best_epoch and last.best_state is None
+
+
+def test_stop_epoch_trains_the_start_of_the_schedule() -> None:
+    """train.stop_epoch=2 of a 6-epoch schedule: two epochs at the 6-epoch schedule's lr
+    (the reference's --stop_epoch), not a 2-epoch schedule."""
+    result = fit(trial_config(method="clean", epochs=6, stop_epoch=2))
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    whole = lr_factor(TrainConfig(epochs=6, schedule="cosine"), steps_per_epoch=10)
+    assert result.history[1]["lr"] == pytest.approx(0.05 * whole(19))
+    assert result.best_epoch is None  # no holdout here
+    with pytest.raises(ValueError, match="stop_epoch: 7 is past the end of the 6-epoch"):
+        TrainConfig(epochs=6, stop_epoch=7)
 
 
 def test_checkpoint_of_another_trial_is_refused(tmp_path: Path) -> None:

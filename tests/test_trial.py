@@ -75,6 +75,32 @@ def test_ok_row_has_every_column() -> None:
     assert row["ended_at"] >= row["started_at"] and row["started_at"].tzinfo == timezone.utc
     history = json.loads(row["history"])
     assert [r["epoch"] for r in history] == [1, 2, 3]
+    # what the metrics were measured with
+    assert (row["stop_epoch"], row["cw_kappa"], row["checkpoint"]) == (3, 0.0, "last")
+    assert (row["precision"], row["eval_precision"]) == ("fp32", "fp32")  # CPU: no autocast
+    accs = [r["holdout_pgd_acc"] for r in history]
+    assert row["best_epoch"] == accs.index(max(accs)) + 1
+
+
+def test_best_checkpoint_and_stop_epoch_reach_the_row(tmp_path: Path) -> None:
+    """Scoring the best of 2 epochs of a 4-epoch schedule, interrupted after epoch 1."""
+    cfg = tiny(train={"epochs": 4, "stop_epoch": 2}, eval={"checkpoint": "best", "cw_kappa": 5})
+    whole = run_trial(cfg, checkpoint_dir=tmp_path / "whole")
+    assert whole["status"] == "ok", whole["error"]
+    assert (whole["epochs"], whole["stop_epoch"], whole["checkpoint"]) == (4, 2, "best")
+    assert whole["cw_kappa"] == 5.0 and whole["best_epoch"] in (1, 2)
+    assert len(json.loads(whole["history"])) == 2
+
+    def preempt(record: dict[str, Any]) -> None:
+        raise RuntimeError("preempted")
+
+    assert run_trial(cfg, checkpoint_dir=tmp_path / "cut", on_epoch=preempt)["status"] == "failed"
+    resumed = run_trial(cfg, checkpoint_dir=tmp_path / "cut")
+    assert [whole[m] for m in [*METRICS, "best_epoch"]] == [
+        resumed[m] for m in [*METRICS, "best_epoch"]
+    ]
+    bad = run_trial(tiny(data={"holdout_size": 0}, eval={"checkpoint": "best"}))
+    assert bad["status"] == "failed" and "eval.checkpoint: 'best'" in bad["error"]
 
 
 def test_skipped_attacks_are_null() -> None:

@@ -42,7 +42,11 @@ CATEGORICAL = [
     "dataset",
     "train_method",
     "epochs",
+    "stop_epoch",
     "eps",
+    "checkpoint",
+    "cw_kappa",
+    "precision",
 ]
 DEPTHS = ["depth1", "depth2", "depth3"]
 WIDTHS = ["width1", "width2", "width3"]
@@ -80,34 +84,14 @@ BASELINE: dict[str, Any] = {
     "width2": 10.0,
     "width3": 10.0,
 }
-# Two-sided 95% Student t quantiles by degrees of freedom (no scipy in analysis/).
-_T975 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    12: 2.179,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-    40: 2.021,
-    60: 2.000,
-    120: 1.980,
-}
 
 
 def t975(dof: int) -> float:
-    """The 97.5% t quantile (conservative: the next tabulated smaller dof, so 1.980 past
-    120 rather than the limit 1.96, which is too narrow for 30-odd dof)."""
-    if dof < 1:
-        return float("nan")
-    return _T975[max(k for k in _T975 if k <= dof)]
+    """The 97.5% quantile of Student's t with `dof` degrees of freedom (a two-sided 95%
+    interval's half-width in standard errors); NaN below 1 dof."""
+    from scipy import stats  # imported here: only a confidence interval needs it
+
+    return float(stats.t.ppf(0.975, dof)) if dof >= 1 else float("nan")
 
 
 def load(path: str | Path) -> pd.DataFrame:

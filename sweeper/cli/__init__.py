@@ -35,9 +35,18 @@ def version() -> None:
 
 @functools.cache
 def _register() -> None:
-    from sweeper.cli import analysis_cmds, model_cmds, perf_cmds, sweep_cmds, trial_cmds
+    from sweeper.cli import (
+        analysis_cmds,
+        model_cmds,
+        perf_cmds,
+        store_cmds,
+        studies_cmds,
+        sweep_cmds,
+        trial_cmds,
+    )
 
-    for module in (model_cmds, trial_cmds, sweep_cmds, analysis_cmds, perf_cmds):
+    for module in (model_cmds, trial_cmds, sweep_cmds, store_cmds, studies_cmds, analysis_cmds,
+                   perf_cmds):  # fmt: skip
         module.register(app)
 
 

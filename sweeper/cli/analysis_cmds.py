@@ -91,6 +91,8 @@ def _print_fit(fit: Any, plot: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from sweeper.scaling import MACS_TOLERANCE
+
     console = Console()
     table = Table(
         title=f"Best depth share for {fit.metric} (quadratic fit, {fit.n_boot} "
@@ -114,6 +116,18 @@ def _print_fit(fit: Any, plot: Path | None) -> None:
         "D : W is sum(D) : sum(W) on a scale of 10; boot interior: the fraction of "
         "resamples with a maximum inside the sampled shares."
     )
+    spreads = [(o.label, o.macs_ratio) for o in [*fit.budgets, fit.pooled] if o.macs_ratio]
+    if spreads:
+        print(
+            "MACs of the fitted networks / their budget: "
+            + ", ".join(f"{label} {lo:.3f}-{hi:.3f}" for label, (lo, hi) in spreads)
+        )
+    spread = fit.pooled.macs_ratio
+    if spread is not None and max(1 - spread[0], spread[1] - 1) > MACS_TOLERANCE:
+        print(
+            f"warning: the networks' MACs range {spread[0]:.2f}-{spread[1]:.2f} of their budget "
+            f"(more than {MACS_TOLERANCE:.0%} off): their depth shares also differ in compute."
+        )
     for opt in [*fit.budgets, fit.pooled]:
         if not opt.interior:
             print(f"{opt.label}: no interior optimum - {opt.reason}.")

@@ -114,6 +114,11 @@ def scale(
     target_gmacs: float = typer.Option(..., "--target-gmacs", help="MACs budget, in GMACs."),
     depth_share: float = typer.Option(0.7, "--depth-share", help="sum(D) / (sum(D) + sum(W))."),
     block: str = typer.Option("basic", "--block", help="Block name (basic, robust, ...)."),
+    match_budget: bool = typer.Option(
+        False,
+        "--match-budget",
+        help="Scale the widths by one fractional factor onto the budget (as compound.yaml).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: depths, widths, macs."),
 ) -> None:
     """RobustScaling: depths and widening factors that land on a MACs budget."""
@@ -130,7 +135,9 @@ def scale(
             f"unknown block {block!r}; choose from: {', '.join(BLOCKS)}", key="--block"
         )
     try:
-        spec = robust_scaling(target_gmacs, depth_share=depth_share, block=block)
+        spec = robust_scaling(
+            target_gmacs, depth_share=depth_share, block=block, match_budget=match_budget
+        )
         macs, params = count_macs(spec), count_params(spec)
     except ValidationError as err:
         raise from_validation_error(err) from None

@@ -171,9 +171,16 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
-def _records(frame: Any) -> list[dict[str, Any]]:
-    cols = ["trial_id", "status", "error", "seed", "macs", *METRICS, "train_seconds"]
+def _records(frame: Any, varying: list[str] | None = None) -> list[dict[str, Any]]:
+    keys = _varying(frame) if varying is None else varying
+    cols = ["trial_id", "status", "error", "seed", *keys, "macs", *METRICS, "train_seconds"]
     return json.loads(frame[cols].to_json(orient="records"))
+
+
+def _varying(frame: Any) -> list[str]:
+    """The columns of config keys that vary among these rows (`train.beta`; one per key
+    that varies within a sweep, see sweeper.results.columns)."""
+    return [c for c in frame.columns if "." in c and frame[c].nunique(dropna=False) > 1]
 
 
 def _console(stderr: bool = False) -> Console:
@@ -184,21 +191,30 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if stream.isatty() else 140)
 
 
-def _print_rows(frame: Any, title: str, *, by_id: bool = True) -> None:
+def _print_rows(frame: Any, title: str, *, by_id: bool = True,
+                varying: list[str] | None = None) -> None:  # fmt: skip
     table = Table(title=title, title_justify="left")
-    for col in ("trial_id", "status", "block", "activation", "depths", "widths", "clean", "PGD",
-                "CW", "AA"):  # fmt: skip
+    shown = ("arch.block", "arch.activation", "arch.depths", "arch.widths")  # columns already
+    varying = [c for c in (_varying(frame) if varying is None else varying) if c not in shown]
+    for col in ("trial_id", "status", "block", "activation", "depths", "widths", *varying,
+                "clean", "PGD", "CW", "AA"):  # fmt: skip
         table.add_column(col, justify="right" if col.isupper() or col == "clean" else "left")
     for _, r in (frame.sort_values("trial_id") if by_id else frame).iterrows():
         depths = f"{r['depth1']}/{r['depth2']}/{r['depth3']}"
         widths = f"{r['width1']:g}/{r['width2']:g}/{r['width3']:g}"
         metrics = [_pct(r[m]) for m in METRICS]
         table.add_row(r["trial_id"], r["status"], str(r["block"]), str(r["activation"]), depths,
-                      widths, *metrics)  # fmt: skip
+                      widths, *(_cell(r[c]) for c in varying), *metrics)  # fmt: skip
     _console().print(table)
     failed = frame[frame["status"] == "failed"]
     for _, r in failed.iterrows():
         _console(stderr=True).print(f"failed {r['trial_id']}: {r['error']}")
+
+
+def _cell(value: Any) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _pct(value: Any) -> str:
@@ -225,13 +241,15 @@ def status(
         best = ok.sort_values(metric, ascending=False).head(top)
         seconds = rows["train_seconds"].fillna(0).sum() + rows["eval_seconds"].fillna(0).sum()
         span = (rows["ended_at"].max() - rows["started_at"].min()).total_seconds()
+        varies = _varying(rows)
         report[str(sweep)] = {
             "counts": {str(k): int(v) for k, v in rows["status"].value_counts().items()},
             "trials": len(rows),
+            "varies": varies,
             "compute_seconds": round(float(seconds), 1),
             "wall_seconds": round(float(span), 1) if span == span else None,
             "best_by": metric,
-            "best": _records(best),
+            "best": _records(best, varies),
         }
     if as_json:
         print(json.dumps(report, indent=2))
@@ -239,11 +257,12 @@ def status(
     console = _console()
     for sweep, info in report.items():
         counts = ", ".join(f"{k} {v}" for k, v in info["counts"].items())
+        varies = f"; varies {', '.join(info['varies'])}" if info["varies"] else ""
         console.print(f"[bold]{sweep}[/]: {info['trials']} trials ({counts}); "
                       f"{info['compute_seconds']:,.0f}s of trial time, "
-                      f"{info['wall_seconds'] or 0:,.0f}s wall")  # fmt: skip
+                      f"{info['wall_seconds'] or 0:,.0f}s wall{varies}")  # fmt: skip
         if info["best"]:
             order = [b["trial_id"] for b in info["best"]]
             ours = frame[frame["sweep"] == sweep]  # a trial_id may recur in another sweep
             best = ours.set_index("trial_id").loc[order].reset_index()
-            _print_rows(best, f"best by {info['best_by']}", by_id=False)
+            _print_rows(best, f"best by {info['best_by']}", by_id=False, varying=info["varies"])

@@ -19,7 +19,7 @@ def load_trial_config(path: Path, overrides: list[str]) -> Any:
     from sweeper.config import TrialConfig
     from sweeper.errors import ConfigError, from_validation_error
     from sweeper.space.overrides import apply_overrides, parse_override
-    from sweeper.space.paths import fill_indexed
+    from sweeper.space.paths import TOO_MANY_NODES, fill_indexed, too_many_nodes
 
     try:
         data = yaml.safe_load(path.read_text())
@@ -36,6 +36,8 @@ def load_trial_config(path: Path, overrides: list[str]) -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping, got {type(data).__name__}", file=str(path))
+    if too_many_nodes(data):
+        raise ConfigError(TOO_MANY_NODES, file=str(path))
     try:
         for item in overrides:  # `arch.depths.0=5` edits the preset's list, as `run` does
             fill_indexed(data, parse_override(item)[0])
@@ -66,6 +68,9 @@ def trial(
     checkpoint_dir: Path | None = typer.Option(
         None, "--checkpoint-dir", help="Checkpoint every epoch here; resume from it."
     ),
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", help="Keep the trained weights here (final.pt, a state dict)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result row as JSON."),
 ) -> None:
     """Run one trial in the foreground and print its metrics (exit 1 when it failed)."""
@@ -85,18 +90,19 @@ def trial(
         console=err,
         transient=as_json,
     ) as progress:
-        task = progress.add_task(cfg.trial_id, total=cfg.train.epochs, info="")
+        task = progress.add_task(cfg.trial_id, total=cfg.train.trained_epochs, info="")
 
         def on_epoch(record: dict[str, Any]) -> None:
             acc = record.get("holdout_pgd_acc")
             info = f"loss {record['train_loss']:.3f}"
             if acc is not None:
                 info += f"  holdout PGD {100 * acc:.1f}%"
-            if record["epoch"] == cfg.train.epochs:
+            if record["epoch"] == cfg.train.trained_epochs:
                 info += "  evaluating..."
             progress.update(task, completed=record["epoch"], info=info)
 
-        row = run_trial(cfg, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch)
+        row = run_trial(cfg, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch,
+                        weights_dir=weights_dir.resolve() if weights_dir else None)  # fmt: skip
 
     if as_json:
         print(json.dumps({k: _jsonable(v) for k, v in row.items()}, indent=2))

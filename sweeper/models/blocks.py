@@ -48,12 +48,16 @@ def _spatial(
     stride: int,
     groups: int,
     scales: int,
+    norm: str,
+    act: str,
     where: str,
 ) -> nn.Module:
     """One kxk conv of a block: grouped, and hierarchical where the width is preserved.
 
     A Res2Net split needs equal input and output widths, so a width-changing conv (the
-    first conv of a transition basic block) stays a plain, possibly grouped, conv.
+    first conv of a transition basic block) stays a plain, possibly grouped, conv. A
+    hierarchical conv ends every split conv with the block's norm -> act, as Res2Net's
+    Bottle2neck and the reference's RobustResBlock (models/resnet.py) do; see `_normalises`.
     """
     _divides("cardinality", groups, channels_in, where)
     _divides("cardinality", groups, channels_out, where)
@@ -61,9 +65,24 @@ def _spatial(
         _divides("scales", scales, channels_in, where)
         _divides("cardinality", groups, channels_in // scales, where + " (one scale)")
         return MultiScaleConv(
-            channels_in, kernel_size, stride=stride, scales=scales, groups=groups, norm=None
-        )
+            channels_in, kernel_size, stride=stride, scales=scales, groups=groups, norm=norm,
+            act=act,
+        )  # fmt: skip
     return conv(channels_in, channels_out, kernel_size, stride=stride, groups=groups)
+
+
+def _normalises(module: nn.Module) -> bool:
+    """Whether a kxk conv normalises and activates its own output (a hierarchical one).
+
+    The block's norm -> act that would come right after such a conv is then left out: in
+    Res2Net and in RobustResBlock the split convs' norm -> act is the only one between the
+    kxk conv and the next conv, never a second norm -> act on top.
+    """
+    return isinstance(module, MultiScaleConv)
+
+
+def _norm_unless(skip: bool, norm: str, channels: int) -> nn.Module:
+    return nn.Identity() if skip else create_norm(norm, channels)
 
 
 class _ResidualBlock(nn.Module):
@@ -139,16 +158,17 @@ class BasicBlock(_ResidualBlock):
             raise ValueError(f"expansion: the basic block has none (got {expansion}; use 1)")
         groups, sc = _effective(conv_type, cardinality, scales)
         where = f"a basic block {in_channels}->{planes}"
-        self.conv1 = _spatial(
-            in_channels, planes, kernel_size, stride=stride, groups=groups, scales=sc, where=where
-        )
-        self.conv2 = _spatial(
-            planes, planes, kernel_size, stride=1, groups=groups, scales=sc, where=where
-        )
-        self.norm1 = create_norm(norm, in_channels if order == "pre" else planes)
-        self.act1 = create_act(act)
-        self.norm2 = create_norm(norm, planes)
-        self.act2 = create_act(act) if order == "pre" else nn.Identity()
+        layer = {"groups": groups, "scales": sc, "norm": norm, "act": act, "where": where}
+        self.conv1 = _spatial(in_channels, planes, kernel_size, stride=stride, **layer)
+        self.conv2 = _spatial(planes, planes, kernel_size, stride=1, **layer)
+        pre, split1, split2 = order == "pre", _normalises(self.conv1), _normalises(self.conv2)
+        # pre: norm1 -> act1 -> conv1 -> norm2 -> act2 -> conv2
+        # post: conv1 -> norm1 -> act1 -> conv2 -> norm2 (then + shortcut -> act)
+        # A hierarchical conv's own split norm -> act replaces the block's one after it.
+        self.norm1 = create_norm(norm, in_channels) if pre else _norm_unless(split1, norm, planes)
+        self.act1 = create_act(act) if pre or not split1 else nn.Identity()
+        self.norm2 = _norm_unless(split1 if pre else split2, norm, planes)
+        self.act2 = create_act(act) if pre and not split1 else nn.Identity()
         self._setup_merge(
             in_channels,
             planes,
@@ -193,15 +213,20 @@ class _ThreeConvBlock(_ResidualBlock):
     ) -> None:
         self.conv1 = conv(in_channels, mid, 1)
         self.conv2 = _spatial(
-            mid, mid, kernel_size, stride=stride, groups=groups, scales=scales, where=where
-        )
+            mid, mid, kernel_size, stride=stride, groups=groups, scales=scales, norm=norm,
+            act=act, where=where,
+        )  # fmt: skip
         self.conv3 = conv(mid, out, 1)
-        pre = order == "pre"
+        pre, split = order == "pre", _normalises(self.conv2)
+        # pre: norm1 -> act1 -> conv1 -> norm2 -> act2 -> conv2 -> norm3 -> act3 -> conv3
+        # post: conv1 -> norm1 -> act1 -> conv2 -> norm2 -> act2 -> conv3 -> norm3
+        # A hierarchical conv2's own split norm -> act replaces the block's one after it.
         self.norm1 = create_norm(norm, in_channels if pre else mid)
-        self.norm2 = create_norm(norm, mid)
-        self.norm3 = create_norm(norm, mid if pre else out)
-        self.act1, self.act2 = create_act(act), create_act(act)
-        self.act3 = create_act(act) if pre else nn.Identity()
+        self.act1 = create_act(act)
+        self.norm2 = create_norm(norm, mid) if pre else _norm_unless(split, norm, mid)
+        self.act2 = create_act(act) if pre or not split else nn.Identity()
+        self.norm3 = _norm_unless(split, norm, mid) if pre else create_norm(norm, out)
+        self.act3 = create_act(act) if pre and not split else nn.Identity()
         self._setup_merge(
             in_channels, out, stride=stride, order=order, act=act, norm=norm, se=se,
             se_reduction=se_reduction,

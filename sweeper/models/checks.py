@@ -17,6 +17,10 @@ from sweeper.models.stages import block_options, stage_plan
 if TYPE_CHECKING:
     from sweeper.models.spec import ArchSpec
 
+# 7x WRN-70-16 (267 M), the largest CIFAR network of the robustness literature; its fp32
+# weights alone take 8 GB, its optimizer state as much again.
+MAX_PARAMS = 2_000_000_000
+
 
 def _names(spec: ArchSpec) -> list[str]:
     problems = []
@@ -44,14 +48,24 @@ def _names(spec: ArchSpec) -> list[str]:
 
 
 def _channels(spec: ArchSpec) -> list[str]:
+    """Channel divisibility, and the blocks' parameter count against MAX_PARAMS (the blocks
+    after the first two of a stage repeat the second)."""
     block = BLOCKS.get(spec.block)
+    params = 0
     with torch.device("meta"):
         for i, stage in enumerate(stage_plan(spec)):
-            for in_ch, planes, stride in stage[:2]:
+            for j, (in_ch, planes, stride) in enumerate(stage[:2]):
                 try:
-                    block(in_ch, planes, stride=stride, **block_options(spec, i))
+                    module = block(in_ch, planes, stride=stride, **block_options(spec, i))
                 except ValueError as err:
                     return [f"{err} (stage {i + 1})"]  # the first is enough to act on
+                size = sum(p.numel() for p in module.parameters())
+                params += size * (1 if j == 0 else len(stage) - 1)
+    if params > MAX_PARAMS:
+        return [
+            f"depths, widths: {params / 1e9:,.1f} billion parameters in the blocks, more than "
+            f"the {MAX_PARAMS / 1e9:g} billion any network of a sweep may have"
+        ]
     return []
 
 

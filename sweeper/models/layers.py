@@ -14,19 +14,24 @@ from torch import nn
 
 from sweeper.models.registry import ACTIVATIONS, NORMS
 
-# Activations: name -> zero-argument module factory.
+# Activations: name -> zero-argument module factory. Each is the layer the reference code
+# (zhichao-lu/robust-residual-network, models/activation.py, `avaliable_activations`) builds
+# for that name: torch's defaults (ELU alpha 1, GELU exact erf, LeakyReLU slope 0.01),
+# Softplus with beta 1 and threshold 20, Swish = SiLU = x * sigmoid(x), Mish.
 ACTIVATIONS.register("relu")(nn.ReLU)
 ACTIVATIONS.register("silu", "swish")(nn.SiLU)
 ACTIVATIONS.register("gelu")(nn.GELU)
-ACTIVATIONS.register("softplus")(nn.Softplus)
+ACTIVATIONS.register("softplus")(lambda: nn.Softplus(beta=1.0, threshold=20.0))
 ACTIVATIONS.register("mish")(nn.Mish)
 ACTIVATIONS.register("elu")(nn.ELU)
-ACTIVATIONS.register("leaky_relu")(lambda: nn.LeakyReLU(0.1))
+ACTIVATIONS.register("leaky_relu")(lambda: nn.LeakyReLU(0.01))
+# Not in the reference: torch's Tanh, as it is.
 ACTIVATIONS.register("tanh")(nn.Tanh)
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of each pixel of an NCHW tensor (the ConvNeXt form)."""
+    """LayerNorm over the channels of each pixel of an NCHW tensor, with a per-channel weight
+    and bias: the reference's LayerNorm2d (models/normalization.py), channels-last."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)
@@ -34,16 +39,31 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+def group_count(channels: int) -> int:
+    """Groups of GroupNorm: channels // 8, as the reference's GroupNorm.
+
+    Where channels // 8 does not divide the channels (the reference would fail to build,
+    e.g. 100 channels: 12 groups) or is 0, the largest divisor of the channels below it
+    (at least 1) is used: the nearest buildable count with groups of at least 8 channels.
+    """
+    groups = max(1, channels // 8)
+    while channels % groups:
+        groups -= 1
+    return groups
+
+
 def _group_norm(channels: int) -> nn.Module:
-    # 32 groups (Wu & He) where the channels allow it; gcd keeps every width buildable.
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+    return nn.GroupNorm(group_count(channels), channels)
 
 
-# Norms: name -> module factory taking the channel count.
+# Norms: name -> module factory taking the channel count; the reference's
+# models/normalization.py (`avaliable_normalizations`): BatchNorm2d, GroupNorm with
+# channels // 8 groups, LayerNorm2d, and InstanceNorm2d with torch's defaults (affine=False,
+# no running statistics).
 NORMS.register("batchnorm", "bn")(nn.BatchNorm2d)
 NORMS.register("groupnorm", "gn")(_group_norm)
 NORMS.register("layernorm", "ln")(LayerNorm2d)
-NORMS.register("instancenorm", "in")(lambda channels: nn.InstanceNorm2d(channels, affine=True))
+NORMS.register("instancenorm", "in")(nn.InstanceNorm2d)
 
 
 def create_act(name: str) -> nn.Module:
@@ -113,7 +133,8 @@ class MultiScaleConv(nn.Module):
     previous chunk's output (not when strided), each conv followed by norm -> act; the last
     chunk passes through (average-pooled when strided), which widens the receptive field
     without adding a full conv. With scales == 1 it is one grouped conv -> norm -> act.
-    norm=None gives bare branch convs: a drop-in for one kxk conv inside another block.
+    As Res2Net's Bottle2neck and the reference's RobustResBlock (models/resnet.py), every
+    split conv is followed by its own norm -> act; the pass-through chunk is not.
     """
 
     def __init__(
@@ -124,7 +145,7 @@ class MultiScaleConv(nn.Module):
         stride: int = 1,
         scales: int = 4,
         groups: int = 1,
-        norm: str | None = "batchnorm",
+        norm: str = "batchnorm",
         act: str = "relu",
     ) -> None:
         super().__init__()
@@ -136,8 +157,6 @@ class MultiScaleConv(nn.Module):
         branches = max(1, scales - 1)
         self.convs = nn.ModuleList(
             ConvNormAct(width, width, kernel_size, stride=stride, groups=groups, norm=norm, act=act)
-            if norm is not None
-            else conv(width, width, kernel_size, stride=stride, groups=groups)
             for _ in range(branches)
         )
         self.pool = nn.AvgPool2d(3, stride=stride, padding=1) if stride > 1 else nn.Identity()

@@ -150,7 +150,12 @@ def split_widths(total: int) -> tuple[int, int, int]:
 
 
 def robust_scaling(
-    target_gmacs: float, depth_share: float = 0.7, block: str = "basic", **arch_overrides: Any
+    target_gmacs: float,
+    depth_share: float = 0.7,
+    block: str = "basic",
+    *,
+    match_budget: bool = False,
+    **arch_overrides: Any,
 ) -> ArchSpec:
     """RobustScaling: depths and widths at a MACs budget with sum(D) / (sum(D) + sum(W)) ~ share.
 
@@ -159,6 +164,11 @@ def robust_scaling(
     widths are split by `split_depths` / `split_widths`. This gives the published 5G point
     exactly and the 10/20/40G points within 2 blocks and 1 widening unit in total (those
     points are not all at a 0.7 share: 10G is at 0.68).
+
+    Whole widening factors miss the budget by up to about 15% where the widths are small
+    (deep, narrow networks). match_budget=True then scales the three factors by one
+    fractional factor (`match_width`, channels stay whole) to land on the budget: what a
+    comparison across depth shares at one budget needs.
     """
     if not 0 < depth_share < 1:
         raise ValueError(f"depth_share must be in (0, 1), got {depth_share}")
@@ -208,7 +218,8 @@ def robust_scaling(
         lo_d, hi_d = (mid, hi_d) if share(mid) < depth_share else (lo_d, mid)
     sum_d = min((lo_d, hi_d), key=lambda d: abs(share(d) - depth_share))
     sum_w = width_for(sum_d)
-    return _replace(base, depths=split_depths(sum_d), widths=split_widths(sum_w))
+    spec = _replace(base, depths=split_depths(sum_d), widths=split_widths(sum_w))
+    return match_width(spec, round(target)) if match_budget else spec
 
 
 def describe(spec: ArchSpec) -> dict[str, Any]:

@@ -21,6 +21,14 @@ from sweeper.models import layers as _layers  # noqa: F401  (fills ACTIVATIONS, 
 from sweeper.models.registry import BLOCKS
 
 NUM_STAGES = 3
+# Upper bounds, checked before anything is built or counted (a typo such as depth 99999999999
+# would otherwise fill the memory while the network's layout is listed). Each is far beyond
+# any network of the study (largest: depth 69, width 49, 154 M parameters) and of the
+# robustness literature (WRN-70-16: 267 M); checks.MAX_PARAMS bounds their product.
+MAX_DEPTH = 1000  # blocks per stage
+MAX_WIDTH = 256.0  # widening factor: 64 * 256 = 16384 channels in stage 3
+MAX_KERNEL = 31
+MAX_CHANNELS = 4096  # stem channels
 
 
 def _per_stage(value: Any) -> Any:
@@ -42,22 +50,24 @@ class ArchSpec(BaseModel):
     block: str = "basic"  # a name in BLOCKS: basic, bottleneck, inverted_bottleneck, robust
     activation_order: Literal["pre", "post"] = "pre"
     conv_type: Literal["standard", "aggregated", "hierarchical", "both"] = "standard"
-    cardinality: int = Field(1, ge=1)  # groups of the kxk convs (conv_type aggregated|both)
+    cardinality: int = Field(
+        1, ge=1, le=1024
+    )  # groups of the kxk convs (conv_type aggregated|both)
     # Mid width of bottleneck blocks: floor(p * base_width / 64) * cardinality * scales
     # (bottleneck) or floor(p * base_width / 160) * cardinality * scales (robust); p = planes.
-    base_width: int = Field(64, ge=1)
-    scales: int = Field(1, ge=1)  # Res2Net-style splits (conv_type hierarchical|both)
+    base_width: int = Field(64, ge=1, le=4096)
+    scales: int = Field(1, ge=1, le=64)  # Res2Net-style splits (conv_type hierarchical|both)
     se: Literal["none", "standard", "residual"] = "none"
-    se_reduction: int = Field(16, ge=1)
-    expansion: int | None = Field(None, ge=1)  # unset / None: the block's own default
+    se_reduction: int = Field(16, ge=1, le=4096)
+    expansion: int | None = Field(None, ge=1, le=64)  # unset / None: the block's own default
     kernel_size: tuple[int, int, int] = (3, 3, 3)
     activation: tuple[str, str, str] = ("relu", "relu", "relu")
     norm: tuple[str, str, str] = ("batchnorm", "batchnorm", "batchnorm")
     depths: tuple[int, int, int] = (4, 4, 4)  # blocks per stage
     widths: tuple[float, float, float] = (10.0, 10.0, 10.0)  # widening factors W1..W3
-    stem_channels: int = Field(16, ge=1)
-    num_classes: int = Field(10, ge=2)
-    in_channels: int = Field(3, ge=1)
+    stem_channels: int = Field(16, ge=1, le=MAX_CHANNELS)
+    num_classes: int = Field(10, ge=2, le=100_000)
+    in_channels: int = Field(3, ge=1, le=64)
     input_mean: tuple[float, ...] | None = None  # in-model normalisation (pixel space outside)
     input_std: tuple[float, ...] | None = None
 
@@ -81,8 +91,8 @@ class ArchSpec(BaseModel):
     @classmethod
     def _odd_kernel(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         for k in v:
-            if k < 1 or k % 2 == 0:
-                raise ValueError(f"kernel sizes must be odd and positive, got {k}")
+            if k < 1 or k % 2 == 0 or k > MAX_KERNEL:
+                raise ValueError(f"kernel sizes must be odd, from 1 to {MAX_KERNEL}, got {k}")
         return v
 
     @field_validator("depths")
@@ -90,6 +100,8 @@ class ArchSpec(BaseModel):
     def _positive_depth(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if any(d < 1 for d in v):
             raise ValueError(f"every stage needs at least one block, got {list(v)}")
+        if any(d > MAX_DEPTH for d in v):
+            raise ValueError(f"at most {MAX_DEPTH} blocks per stage, got {list(v)}")
         return v
 
     @field_validator("widths")
@@ -97,6 +109,8 @@ class ArchSpec(BaseModel):
     def _positive_width(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if any(w <= 0 for w in v):
             raise ValueError(f"widening factors must be positive, got {list(v)}")
+        if any(w > MAX_WIDTH for w in v):
+            raise ValueError(f"widening factors must be at most {MAX_WIDTH:g}, got {list(v)}")
         return v
 
     @model_validator(mode="after")

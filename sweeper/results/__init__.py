@@ -2,9 +2,12 @@
 filesystem (a local path or a URI such as s3://...).
 
 `rows.py` writes rows atomically and reads a sweep back as a table or DataFrame;
-`lease.py` keeps one driver per sweep (a lease file in the store).
+`columns.py` adds a column per varying config key; `weights.py` keeps each trial's trained
+network beside its row; `evals.py` holds the re-evaluation table (`sweeper eval`); `lease.py`
+keeps one driver per sweep (a lease file in the store).
 """
 
+from sweeper.results.evals import eval_id, eval_table, read_eval_row, read_evals, write_eval_row
 from sweeper.results.lease import Lease, LeaseHeld
 from sweeper.results.rows import (
     IGNORED_PREFIXES,
@@ -18,18 +21,28 @@ from sweeper.results.rows import (
     sweep_dir,
     write_row,
 )
+from sweeper.results.weights import WEIGHTS_DIR, load_weights, store_weights, weights_uri
 
 __all__ = [
     "IGNORED_PREFIXES",
     "Lease",
     "LeaseHeld",
+    "WEIGHTS_DIR",
     "done_ids",
+    "eval_id",
+    "eval_table",
     "join",
+    "load_weights",
     "location",
     "read",
+    "read_eval_row",
+    "read_evals",
     "read_row",
     "read_table",
     "status_by_id",
+    "store_weights",
     "sweep_dir",
+    "weights_uri",
+    "write_eval_row",
     "write_row",
 ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -19,6 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError
+from sweeper.results.columns import extra_columns, with_varying
 from sweeper.schema import COLUMNS, SCHEMA, check_row
 
 # pyarrow's dataset discovery skips names starting with these: temp files and _ray/
@@ -45,30 +48,44 @@ def sweep_dir(results: str, sweep: str) -> str:
     return join(results, sweep)
 
 
-def _to_table(row: dict[str, Any]) -> pa.Table:
+def _to_table(row: dict[str, Any], varying: Sequence[str] = ()) -> pa.Table:
     check_row(row)
-    return pa.Table.from_pylist([{c: row[c] for c in COLUMNS}], schema=SCHEMA)
+    extras = extra_columns(row.get("config"), varying)
+    schema = pa.schema([*SCHEMA, *(pa.field(name, kind) for name, kind, _ in extras)])
+    values = {**{c: row[c] for c in COLUMNS}, **{name: v for name, _, v in extras}}
+    return pa.Table.from_pylist([values], schema=schema)
 
 
-def write_row(sweep_uri: str, row: dict[str, Any]) -> str:
-    """Write one trial's row as <sweep_uri>/<trial_id>.parquet, replacing any earlier one."""
-    table = _to_table(row)
+def write_row(sweep_uri: str, row: dict[str, Any], varying: Sequence[str] = ()) -> str:
+    """Write one trial's row as <sweep_uri>/<trial_id>.parquet, replacing any earlier one.
+
+    `varying`: dotted config keys the run varies; each becomes a column of its own
+    (sweeper.results.columns), taken from the row's config."""
+    table = _to_table(row, varying)
     fs, path = location(sweep_uri)
-    fs.create_dir(path, recursive=True)
     final = f"{path}/{row['trial_id']}.parquet"
-    temp = f"{path}/.{row['trial_id']}.{uuid.uuid4().hex[:8]}.tmp"
+    write_atomic(fs, final, lambda stream: pq.write_table(table, stream))
+    return final
+
+
+def write_atomic(fs: pafs.FileSystem, final: str, write: Callable[[Any], None]) -> None:
+    """`write(stream)` into a dot-name beside `final`, then rename it over `final`: a reader
+    sees the old file or the new one, never a part (and on a local disk, the rename is
+    made durable before returning)."""
+    folder, _, name = final.rpartition("/")
+    fs.create_dir(folder, recursive=True)
+    temp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
     if isinstance(fs, pafs.LocalFileSystem):
         with open(temp, "wb") as handle:
-            pq.write_table(table, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, final)
-        _fsync_dir(path)
+        _fsync_dir(folder)
     else:
         with fs.open_output_stream(temp) as stream:
-            pq.write_table(table, stream)
+            write(stream)
         fs.move(temp, final)
-    return final
 
 
 def _fsync_dir(path: str) -> None:
@@ -89,20 +106,20 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def _dataset(uri: str) -> pads.Dataset | None:
+def _dataset(uri: str, schema: pa.Schema = SCHEMA) -> pads.Dataset | None:
     fs, path = location(uri)
     try:
-        return _discover(fs, path)
+        return _discover(fs, path, schema)
     except (pa.ArrowException, OSError) as err:
         raise SweeperError(f"{uri}: cannot read result rows: {_first_line(err)}") from None
 
 
-def _discover(fs: pafs.FileSystem, path: str) -> pads.Dataset | None:
+def _discover(fs: pafs.FileSystem, path: str, schema: pa.Schema) -> pads.Dataset | None:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return None
     if info.type == pafs.FileType.File:
-        return pads.dataset(path, filesystem=fs, format="parquet", schema=SCHEMA)
+        return pads.dataset(path, filesystem=fs, format="parquet", schema=schema)
     selector = pafs.FileSelector(path, recursive=True)
     files = [
         f.path
@@ -113,29 +130,69 @@ def _discover(fs: pafs.FileSystem, path: str) -> pads.Dataset | None:
             part.startswith(IGNORED_PREFIXES) for part in f.path[len(path) :].split("/") if part
         )
     ]
-    return pads.dataset(files, filesystem=fs, format="parquet", schema=SCHEMA)
+    return pads.dataset(files, filesystem=fs, format="parquet", schema=schema)
 
 
-def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """Every row under a sweep dir, a results root (all sweeps) or one file, in SCHEMA."""
-    data = _dataset(uri)
-    if data is None:
-        return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
+def _with_all_columns(data: pads.Dataset) -> pads.Dataset:
+    """The dataset read with the union of its files' columns: the fixed schema first, then
+    the varying-key columns each run added (a file without one reads it as null). Types
+    that cannot be unified leave the fixed schema only (`read` recomputes those columns)."""
     try:
-        table = data.to_table(columns=columns)
+        schemas = [fragment.physical_schema for fragment in data.get_fragments()]
+        return data.replace_schema(
+            pa.unify_schemas([data.schema, *schemas], promote_options="permissive")
+        )
+    except (pa.ArrowException, OSError):
+        return data  # a damaged file: reading it names it
+
+
+def read_table(uri: str, columns: list[str] | None = None, *, schema: pa.Schema = SCHEMA
+               ) -> pa.Table:  # fmt: skip
+    """Every row under a sweep dir, a results root (all sweeps) or one file: the fixed
+    schema's columns (and, when `columns` is None, every varying-key column stored).
+
+    A trial with two rows in one sweep (a row file copied under a second name) is an error:
+    counting it twice would bias every table built from the rows."""
+    data = _dataset(uri, schema)
+    if data is None:
+        return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+    if columns is None:
+        data = _with_all_columns(data)
+    keys = [c for c in ("sweep", "trial_id") if columns is not None and c not in columns]
+    try:
+        table = data.to_table(columns=None if columns is None else [*columns, *keys])
     except (pa.ArrowException, OSError) as err:
-        raise _unreadable(data, uri, err) from None
+        raise _unreadable(data, uri, err, schema) from None
     if any(table.column(c).null_count for c in ("trial_id", "status") if c in table.column_names):
-        raise _unreadable(data, uri, None)
-    return table
+        raise _unreadable(data, uri, None, schema)
+    if schema is SCHEMA:
+        _check_unique(data, table, uri)
+    return table.drop_columns(keys)
 
 
-def _unreadable(data: pads.Dataset, uri: str, err: BaseException | None) -> SweeperError:
+def _check_unique(data: pads.Dataset, table: pa.Table, uri: str) -> None:
+    pairs = list(zip(table.column("sweep").to_pylist(), table.column("trial_id").to_pylist()))
+    if len(set(pairs)) == len(pairs):
+        return
+    sweep, trial_id = next(p for p, n in Counter(pairs).items() if n > 1)
+    files = [
+        fragment.path.rsplit("/", 1)[-1]
+        for fragment in data.get_fragments()
+        if trial_id in fragment.to_table(columns=["trial_id"]).column(0).to_pylist()
+    ]
+    raise SweeperError(
+        f"{uri}: trial {trial_id} of sweep {sweep} has {len(files)} row files "
+        f"({', '.join(files[:3])}); keep one (a copy would be counted twice)"
+    )
+
+
+def _unreadable(data: pads.Dataset, uri: str, err: BaseException | None,
+                schema: pa.Schema = SCHEMA) -> SweeperError:  # fmt: skip
     """Name the file that is damaged or is no result row (a foreign Parquet file)."""
     for fragment in data.get_fragments():
         try:
             names = fragment.physical_schema.names
-            fragment.to_table(schema=SCHEMA)
+            fragment.to_table(schema=schema)
         except (pa.ArrowException, OSError) as bad:
             return SweeperError(f"{fragment.path}: not a readable result row: {_first_line(bad)}")
         if "trial_id" not in names or "status" not in names:
@@ -147,8 +204,10 @@ def _unreadable(data: pads.Dataset, uri: str, err: BaseException | None) -> Swee
 
 
 def read(uri: str) -> pd.DataFrame:
-    """The rows as a DataFrame (one row per trial; empty with the schema's columns if none)."""
-    return read_table(uri).to_pandas()
+    """The rows as a DataFrame: one row per trial, the fixed columns, then a column for every
+    config key that varies within a sweep (`train.beta`); empty with the fixed columns if
+    there are no rows."""
+    return with_varying(read_table(uri)).to_pandas()
 
 
 def status_by_id(sweep_uri: str) -> dict[str, str]:
@@ -165,11 +224,15 @@ def done_ids(sweep_uri: str, statuses: tuple[str, ...] = ("ok",)) -> set[str]:
 def read_row(sweep_uri: str, trial_id: str) -> dict[str, Any] | None:
     """One trial's row, or None when it has none yet."""
     fs, path = location(sweep_uri)
-    final = f"{path}/{trial_id}.parquet"
+    return read_one(fs, f"{path}/{trial_id}.parquet", SCHEMA)
+
+
+def read_one(fs: pafs.FileSystem, final: str, schema: pa.Schema) -> dict[str, Any] | None:
+    """The row of one file (None when there is no such file)."""
     try:
         if fs.get_file_info(final).type != pafs.FileType.File:
             return None
-        rows = pq.read_table(final, filesystem=fs, schema=SCHEMA).to_pylist()
+        rows = pq.read_table(final, filesystem=fs, schema=schema).to_pylist()
     except (pa.ArrowException, OSError) as err:
         raise SweeperError(f"{final}: not a readable result row: {_first_line(err)}") from None
     return rows[0] if rows else None

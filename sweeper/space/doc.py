@@ -7,6 +7,8 @@ Validated before anything runs; `sweeper.space` loads files into these models an
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import random
 from typing import Annotated, Any, Literal
@@ -93,6 +95,9 @@ class Scaling(_Strict):
     gmacs: float = Field(gt=0, le=1e4)
     depth_share: float = Field(0.7, gt=0, lt=1)
     block: str | None = None  # default: the trial's arch.block
+    # true: widths then scaled by one fractional factor onto the budget (robust_scaling's
+    # match_budget); false: the whole widening factors of the published points
+    match_budget: bool = False
 
 
 class Derive(_Strict):
@@ -187,3 +192,11 @@ class SearchSpace(BaseModel):
     @property
     def is_search(self) -> bool:
         return self.doc.search.method == "optuna"
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the space as loaded: `extends` merged and `--set` applied, as canonical
+        JSON (comments and key order do not count; a changed protocol file or override
+        does). Rows carry it as `space_sha256`."""
+        blob = json.dumps(self.doc.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()

@@ -52,10 +52,12 @@ def _match_width(spec: ArchSpec, target_macs: int) -> ArchSpec:
 
 
 @functools.lru_cache(maxsize=1024)
-def _robust_scaling(gmacs: float, share: float, block: str, overrides: str) -> ArchSpec:
+def _robust_scaling(
+    gmacs: float, share: float, block: str, match_budget: bool, overrides: str
+) -> ArchSpec:
     from sweeper.models import robust_scaling
 
-    return robust_scaling(gmacs, share, block, **json.loads(overrides))
+    return robust_scaling(gmacs, share, block, match_budget=match_budget, **json.loads(overrides))
 
 
 def check_base(space: SearchSpace) -> None:
@@ -66,6 +68,10 @@ def check_base(space: SearchSpace) -> None:
         raise ConfigError(describe_errors(err, TrialConfig, ("base",)), file=space.file) from None
     except Exception as err:  # noqa: BLE001 - a bug in a validator must still be one line
         raise ConfigError(f"invalid: {err}", file=space.file, key="base") from None
+    for key, where in (("seed", "seeds: [...] (the repeats)"), ("sweep", "sweep: NAME")):
+        if key in space.doc.base:  # resolve_cell sets both: a base value would be ignored
+            raise ConfigError(f"set it at the top level instead: {where}", file=space.file,
+                              key=f"base.{key}")  # fmt: skip
     roots = set(TrialConfig.model_fields) - {"sweep"} | {"derive"}
     for i, axis in enumerate(space.doc.axes):
         kind = "grid" if axis.grid is not None else "zip" if axis.zip is not None else "sample"
@@ -220,8 +226,9 @@ def _derive(config: TrialConfig, rule: Derive) -> TrialConfig:
             and not (isinstance(v, list) and tuple(v) == getattr(default, k))
         }
         arch = _robust_scaling(
-            s.gmacs, s.depth_share, s.block or config.arch.block, json.dumps(keep, sort_keys=True)
-        )
+            s.gmacs, s.depth_share, s.block or config.arch.block, s.match_budget,
+            json.dumps(keep, sort_keys=True),
+        )  # fmt: skip
         return config.model_copy(update={"arch": arch, "macs_target": s.gmacs})
     return config
 

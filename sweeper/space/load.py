@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sweeper.errors import ConfigError
 from sweeper.space.doc import SearchSpace, SpaceDoc
 from sweeper.space.expansion import check_base
-from sweeper.space.paths import describe_errors, fill_indexed
+from sweeper.space.paths import TOO_MANY_NODES, describe_errors, fill_indexed, too_many_nodes
 
 # --- loading ---------------------------------------------------------------------------------
 
@@ -55,6 +55,8 @@ def _read_yaml(path: Path, shown: str) -> dict[str, Any]:
         raise ConfigError(
             f"expected a mapping at the top level, got {type(data).__name__}", file=shown
         )
+    if too_many_nodes(data):
+        raise ConfigError(TOO_MANY_NODES, file=shown)
     return data
 
 
@@ -84,10 +86,37 @@ def _load_doc(path: Path, shown: str, seen: tuple[Path, ...]) -> dict[str, Any]:
     return _deep_merge(parent_doc, data)
 
 
-def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SearchSpace:
-    """Read, merge (`extends`), override (`--set k=v`, into `base`) and validate a space."""
-    shown = str(path)
+def studies_dir() -> Path:
+    """The studies shipped with the package (sweeper/studies/*.yaml, package data)."""
+    return Path(__file__).resolve().parents[1] / "studies"
+
+
+def study_names() -> list[str]:
+    return sorted(p.stem for p in studies_dir().glob("*.yaml") if not p.name.startswith("_"))
+
+
+def find_space(path: str | Path) -> Path:
+    """`path` itself when it is a file or has a folder part; else the packaged study of that
+    name (`depth` or `depth.yaml`), so `sweeper run depth` works from any directory."""
     file = Path(path)
+    if file.is_file() or len(file.parts) != 1:
+        return file
+    packaged = studies_dir() / (file.name if file.suffix in (".yaml", ".yml") else f"{file}.yaml")
+    return packaged if packaged.is_file() else file
+
+
+def load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SearchSpace:
+    """Read, merge (`extends`), override (`--set k=v`, into `base`) and validate a space.
+
+    `path` is a file, or the name of a packaged study (`smoke`, `depth`; see find_space)."""
+    file = find_space(path)
+    shown = str(path) if file == Path(path) else str(file)
+    if not file.is_file() and len(Path(path).parts) == 1:
+        raise ConfigError(
+            "no such file, and no packaged study of that name "
+            f"(studies: {', '.join(study_names())})",
+            file=shown,
+        )
     data = _load_doc(file.resolve(), shown, (file.resolve(),))
     try:
         doc = SpaceDoc.model_validate(data)
@@ -108,6 +137,12 @@ def _apply_sets(base: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict
     try:
         for item in sets:
             parts, _ = parse_override(item)
+            if parts[0] in ("seed", "sweep"):
+                where = "seeds: [5] (the repeats)" if parts[0] == "seed" else "sweep: NAME"
+                raise ConfigError(
+                    f"not a base value; set it in the space file's top level, e.g. {where}",
+                    key=parts[0],
+                )
             fill_indexed(base, parts)
         return apply_overrides(base, list(sets))
     except ConfigError as err:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from sweeper.errors import ConfigError
+from sweeper.space.paths import TOO_MANY_NODES, too_many_nodes
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -28,8 +29,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or "not valid YAML"
-        raise ConfigError(f"value {raw!r} is {problem}", key=key) from None
+        raise ConfigError(f"value {_short(raw)} is {problem}", key=key) from None
+    if too_many_nodes(value):
+        raise ConfigError(f"value {_short(raw)}: {TOO_MANY_NODES}", key=key)
     return parts, value
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
 
 
 def set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:

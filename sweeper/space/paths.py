@@ -14,6 +14,33 @@ from pydantic import BaseModel, ValidationError
 
 Part = str | int
 
+# Values of one YAML document (a file or a --set value), each alias counted where it is used:
+# the copies of a "billion laughs" alias bomb are what would hang the expansion. A study
+# listing every one of MAX_CELLS trials in a zip axis stays far below this.
+MAX_YAML_NODES = 1_000_000
+
+
+def too_many_nodes(value: Any, limit: int = MAX_YAML_NODES) -> bool:
+    """True when `value` holds more than `limit` values once aliases are expanded (stops
+    counting there, so a bomb or a self-referencing alias costs `limit` steps at most)."""
+    stack, seen = [value], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+            seen += len(node)  # the keys
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return False
+
+
+TOO_MANY_NODES = (
+    f"more than {MAX_YAML_NODES:,} values once YAML aliases are expanded (an alias bomb?)"
+)
+
 
 def parse_path(key: str) -> list[Part]:
     """`arch.depths.0` -> ['arch', 'depths', 0]; integer components index lists."""

@@ -12,6 +12,8 @@ from typing import Any
 
 from sweeper import results
 from sweeper.config import TrialConfig
+from sweeper.results.columns import flatten, varying_keys
+from sweeper.schema import COLUMNS
 from sweeper.space import SearchSpace, expand, resolve_point, search_params
 
 PARAM = "trial"  # a grid trial's one Tune param: its TrialConfig as JSON
@@ -40,6 +42,7 @@ class Plan:
     configs: list[TrialConfig]
     to_run: list[TrialConfig]
     existing: dict[str, str] = field(default_factory=dict)  # trial_id -> status
+    varying: list[str] = field(default_factory=list)  # config keys written as columns
 
     @property
     def budget(self) -> int:
@@ -64,7 +67,15 @@ def make_plan(space: SearchSpace, results_uri: str, *, retry_failed: bool = Fals
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     configs = expand(space)
     to_run = [c for c in configs if existing.get(c.trial_id) not in skip]
-    return Plan(space, sweep_uri, configs, to_run, existing)
+    return Plan(space, sweep_uri, configs, to_run, existing, varying_columns(space, configs))
+
+
+def varying_columns(space: SearchSpace, configs: list[TrialConfig]) -> list[str]:
+    """The config keys this space varies, each a column of its rows (`train.beta`): those
+    that differ between its trials, or an Optuna search's sampled keys."""
+    if space.is_search:
+        return [k for k in search_params(space) if not k.startswith("derive.") and k not in COLUMNS]
+    return varying_keys(flatten(c.identity()) for c in configs)
 
 
 def trial_config(space: SearchSpace, params: dict[str, Any]) -> TrialConfig | None:

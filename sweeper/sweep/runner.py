@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -34,14 +34,26 @@ TrialFn = Callable[..., dict[str, Any]]
 def failed_row(config: TrialConfig, error: str) -> dict[str, Any]:
     """A row for a trial that died without writing its own (worker lost, retries spent)."""
     import sweeper
+    from sweeper.provenance import provenance
     from sweeper.schema import empty_row
     from sweeper.trial import config_columns
 
     now = datetime.now(timezone.utc)
     row = empty_row()
     row.update(config_columns(config), status="failed", error=error.splitlines()[0][:1000],
-               started_at=now, ended_at=now, sweeper_version=sweeper.__version__)  # fmt: skip
+               started_at=now, ended_at=now, sweeper_version=sweeper.__version__,
+               **provenance())  # fmt: skip
     return row
+
+
+def _store(sweep_uri: str, row: dict[str, Any], space: SearchSpace,
+           varying: Sequence[str]) -> None:  # fmt: skip
+    """Write a trial's row with the space's hash and a column per varying key; the weights
+    it names go into the store first (`_weights/<trial_id>/`), so no row names a missing file."""
+    row["space_sha256"] = space.sha256
+    if row.get("weights"):
+        row["weights"] = results.store_weights(sweep_uri, row["trial_id"], row["weights"])
+    results.write_row(sweep_uri, row, varying=varying)
 
 
 def _numbers(record: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +61,7 @@ def _numbers(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
-               trial_fn: TrialFn | None) -> None:  # fmt: skip
+               trial_fn: TrialFn | None, varying: Sequence[str] = ()) -> None:  # fmt: skip
     """Ray's view of one trial: resolve, restore, run, write the row, report."""
     from ray import tune
 
@@ -81,14 +93,15 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
             )
 
         try:
-            row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True)
+            row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True,
+                           weights_dir=os.path.join(workdir, "weights"))  # fmt: skip
         except Exception as err:  # noqa: BLE001 - a trial's bug is its row, not the sweep's end
             row = failed_row(config, f"{type(err).__name__}: {err}")
         kept = results.read_row(sweep_uri, config.trial_id) if row["status"] != "ok" else None
         if kept is not None and kept["status"] == "ok":
             row = kept  # never replace an ok row (a second driver's) with a failure
         else:
-            results.write_row(sweep_uri, row)
+            _store(sweep_uri, row, space, varying)
         checkpoints.drop_other_runs(
             sweep_uri, config.trial_id, tune.get_context().get_experiment_name()
         )
@@ -223,7 +236,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     if "://" in plan.sweep_uri:
         storage["storage_filesystem"] = fs
     trainable = tune.with_parameters(_trainable, sweep_uri=plan.sweep_uri, space=space,
-                                     trial_fn=trial_fn)  # fmt: skip
+                                     trial_fn=trial_fn, varying=plan.varying)  # fmt: skip
     resources = {"cpu": options.cpus_per_trial, "gpu": _gpus_per_trial(options)}
     trainable = tune.with_resources(trainable, resources)
     search = space.doc.search
@@ -300,7 +313,7 @@ def _record_lost_trials(plan: Plan, lost: Iterable[tuple[dict[str, Any], str]]) 
         except Exception:  # noqa: BLE001 - params Ray never filled in: nothing to name
             config = None
         if config is not None and results.read_row(plan.sweep_uri, config.trial_id) is None:
-            results.write_row(plan.sweep_uri, failed_row(config, error))
+            _store(plan.sweep_uri, failed_row(config, error), plan.space, plan.varying)
 
 
 def _rows_of(plan: Plan) -> Any:

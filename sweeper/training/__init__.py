@@ -12,6 +12,7 @@ from sweeper.training.loop import (
     build_optimizer,
     holdout_metrics,
     make_step,
+    precision,
     prepare_model,
     train,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "lr_factor",
     "make_step",
     "method_loss",
+    "precision",
     "prepare_model",
     "save_checkpoint",
     "train",

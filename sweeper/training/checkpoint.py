@@ -5,6 +5,11 @@ Only tensors and plain containers are saved, so loading works with `weights_only
 checkpoint holds the state of every random generator the loop draws from (data order and
 augmentation, attack starts, torch's global CPU/CUDA generators): restoring them makes
 epoch N+1 of a resumed run draw exactly what the uninterrupted run drew.
+
+With eval.checkpoint=best the weights of the best epoch so far lie beside last.pt as
+`best-epoch<E>.pt`. A new best is written (atomically) before the last.pt that records it,
+and older best files are removed only after, so a kill at any point leaves a last.pt whose
+history names a best epoch whose file is there.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import torch
 
 CHECKPOINT_NAME = "last.pt"
+BEST_PREFIX = "best-epoch"
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
@@ -36,29 +42,61 @@ def set_rng_state(generators: dict[str, torch.Generator], state: dict[str, Any])
         torch.cuda.set_rng_state_all(state["torch_cuda"])
 
 
-def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
-    """Write `directory/last.pt` atomically: a reader (or a resume after a kill) sees the
-    previous checkpoint or the new one, never a partial file."""
+def _save_atomic(directory: str | Path, name: str, state: dict[str, Any]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / CHECKPOINT_NAME
-    tmp = directory / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
+    final = directory / name
+    tmp = directory / f".{name}.{os.getpid()}.tmp"
     torch.save(state, tmp)
     os.replace(tmp, final)
     return final
 
 
-def checkpoint_problem(directory: str | Path) -> str | None:
-    """Why `directory/last.pt` cannot be loaded (e.g. truncated by a killed copy), or None
-    when it loads or is absent. Memory-mapped, so a large checkpoint is not read twice."""
-    path = Path(directory) / CHECKPOINT_NAME
+def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
+    """Write `directory/last.pt` atomically: a reader (or a resume after a kill) sees the
+    previous checkpoint or the new one, never a partial file."""
+    return _save_atomic(directory, CHECKPOINT_NAME, state)
+
+
+def best_path(directory: str | Path, epoch: int) -> Path:
+    return Path(directory) / f"{BEST_PREFIX}{epoch}.pt"
+
+
+def save_best(directory: str | Path, epoch: int, model_state: dict[str, Any]) -> Path:
+    """Write the best epoch's weights beside last.pt, atomically (see the module doc)."""
+    state = {"epoch": epoch, "model": model_state}
+    return _save_atomic(directory, best_path(directory, epoch).name, state)
+
+
+def load_best(directory: str | Path, epoch: int) -> dict[str, Any]:
+    """The weights saved by save_best for `epoch` (on the CPU)."""
+    path = best_path(directory, epoch)
     if not path.is_file():
-        return None
-    try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        return first.split(". ")[0][:300]  # torch appends paragraphs of advice
+        raise FileNotFoundError(
+            f"{path} is missing although {CHECKPOINT_NAME} names epoch {epoch} as the best: "
+            "the checkpoint directory is damaged"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def prune_best(directory: str | Path, keep: int | None) -> None:
+    """Remove every best-epoch file but the one of epoch `keep` (all of them for None)."""
+    kept = best_path(directory, keep).name if keep is not None else None
+    for path in Path(directory).glob(f"{BEST_PREFIX}*.pt"):
+        if path.name != kept:
+            path.unlink(missing_ok=True)
+
+
+def checkpoint_problem(directory: str | Path) -> str | None:
+    """Why a checkpoint file in `directory` (last.pt, a best-epoch file) cannot be loaded,
+    e.g. truncated by a killed copy; None when all load or there are none. Memory-mapped,
+    so a large checkpoint is not read twice."""
+    for path in sorted(Path(directory).glob("*.pt")):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            return f"{path.name}: {first.split('. ')[0][:300]}"  # torch appends advice
     return None
 
 

@@ -1,10 +1,10 @@
 """The epoch loop: one trial's training, readable top to bottom.
 
-    for epoch in remaining epochs:
+    for epoch in remaining epochs (up to train.stop_epoch of the train.epochs schedule):
         for x, y in shuffled, augmented batches:       # on the device, no DataLoader
             step(x, y)                                 # attack (eval mode) + loss (train mode)
         read the epoch's loss/accuracy sums once       # the only host sync of the epoch
-        holdout clean / PGD accuracy                   # history
+        holdout clean / PGD accuracy                   # history; best epoch so far
         checkpoint (atomic), then on_epoch(record)
 
 Speed on CUDA: bf16 autocast for the forward passes of training and attack generation,
@@ -32,7 +32,15 @@ from torch.optim.lr_scheduler import LRScheduler
 from sweeper import attacks
 from sweeper.config import RuntimeConfig, TrainConfig, TrialConfig
 from sweeper.errors import ConfigError, TrialFailed
-from sweeper.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sweeper.training.checkpoint import (
+    load_best,
+    load_checkpoint,
+    prune_best,
+    rng_state,
+    save_best,
+    save_checkpoint,
+    set_rng_state,
+)
 from sweeper.training.methods import method_loss
 from sweeper.training.schedules import build_scheduler, lr_factor
 
@@ -42,11 +50,34 @@ Step = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 @dataclass
 class TrainResult:
     """What `train` hands to the evaluation: the model to evaluate (the EMA copy when
-    train.ema is set), the per-epoch history and the training wall time in seconds."""
+    train.ema is set; with eval.checkpoint=best, holding the best epoch's weights), the
+    per-epoch history and the training wall time in seconds.
+
+    best_epoch: the epoch (1-based) with the highest holdout PGD accuracy, the first of
+    equals (None without a holdout PGD check). best_state: that epoch's state dict of the
+    evaluated model, on the CPU, when eval.checkpoint=best (else None); last_state then
+    holds the end of training's (which `model` no longer does), for the stored weights.
+    """
 
     model: nn.Module
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    best_epoch: int | None = None
+    best_state: dict[str, Tensor] | None = None
+    last_state: dict[str, Tensor] | None = None
+
+
+def best_epoch_of(history: list[dict[str, Any]]) -> int | None:
+    """The first epoch with the highest holdout PGD accuracy (None when none was measured).
+
+    The first of equals, as the reference keeps a new best only when strictly better.
+    """
+    best: int | None = None
+    for i, record in enumerate(history):
+        acc = record.get("holdout_pgd_acc")
+        if acc is not None and (best is None or acc > history[best - 1]["holdout_pgd_acc"]):
+            best = i + 1
+    return best
 
 
 class ModelEMA:
@@ -89,6 +120,11 @@ def autocast(device: torch.device, enabled: bool) -> Any:
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def precision(device: torch.device, enabled: bool) -> str:
+    """What `autocast(device, enabled)` runs: "bf16" or "fp32" (a row's record of it)."""
+    return "bf16" if enabled and device.type == "cuda" else "fp32"
 
 
 def prepare_model(model: nn.Module, runtime: RuntimeConfig, device: torch.device) -> nn.Module:
@@ -203,7 +239,8 @@ def train(
 ) -> TrainResult:
     """Train `model` on `dataset` (sweeper.data.Dataset) by cfg.train, resuming from
     `checkpoint_dir/last.pt` when present; checkpoint and call `on_epoch(record)` after
-    every epoch. Raises TrialFailed when the loss stops being finite."""
+    every epoch. Trains epochs 1..train.stop_epoch (default: all) of the train.epochs
+    schedule. Raises TrialFailed when the loss stops being finite."""
     from sweeper.data import train_batches
 
     device = torch.device(device)
@@ -246,8 +283,13 @@ def train(
             ema.load_state_dict(ckpt["ema"])
         set_rng_state(gens, ckpt["rng"])
         history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
+    elif checkpoint_dir is not None:
+        prune_best(checkpoint_dir, None)  # no last.pt: any best file is an orphan
+    keep_best = cfg.eval.checkpoint == "best"
+    best_epoch = best_epoch_of(history)
+    best_state = load_best(checkpoint_dir, best_epoch) if keep_best and best_epoch else None
 
-    for epoch in range(start_epoch, tc.epochs):
+    for epoch in range(start_epoch, tc.trained_epochs):
         t0 = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -283,6 +325,13 @@ def train(
             "holdout_seconds": time.perf_counter() - t1,
         }
         history.append(record)
+        if best_epoch_of(history) != best_epoch:
+            best_epoch = epoch + 1
+            if keep_best:
+                best_state = {k: v.detach().to("cpu", copy=True)
+                              for k, v in eval_model.state_dict().items()}  # fmt: skip
+                if checkpoint_dir is not None:  # before the last.pt that names it
+                    save_best(checkpoint_dir, best_epoch, best_state)
         if checkpoint_dir is not None:
             save_checkpoint(
                 checkpoint_dir,
@@ -297,10 +346,23 @@ def train(
                     "history": history,
                 },
             )
+            if keep_best:
+                prune_best(checkpoint_dir, best_epoch)
         if on_epoch is not None:
             on_epoch(dict(record))
 
+    last_state = None
+    if keep_best:
+        if best_state is None:
+            raise TrialFailed("eval.checkpoint best: no epoch had a holdout PGD accuracy")
+        last_state = {
+            k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()
+        }
+        eval_model.load_state_dict(best_state)
     model.eval()
     eval_model.eval()
     seconds = sum(r["seconds"] + r["holdout_seconds"] for r in history)
-    return TrainResult(model=eval_model, history=history, seconds=seconds)
+    return TrainResult(
+        model=eval_model, history=history, seconds=seconds, best_epoch=best_epoch,
+        best_state=best_state, last_state=last_state,
+    )  # fmt: skip

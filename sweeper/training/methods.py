@@ -1,8 +1,10 @@
 """Training losses: clean, PGD-AT (Madry), TRADES, MART and FGSM-RS (fast AT).
 
-Every method follows the same protocol: the adversary is generated with the model in eval
-mode (batch-norm uses its running statistics and is not updated by attack steps), then the
-model goes back to train mode for the loss whose gradient trains it. Each function returns
+PGD-AT, TRADES and MART follow the reference code (core/losses/madrys.py, trades.py, mart.py):
+the adversary is generated with the model in eval mode (batch-norm uses its running statistics
+and is not updated by attack steps), then the model goes back to train mode for the loss whose
+gradient trains it. FGSM-RS follows Wong et al. (2020) instead: attack and update both in train
+mode, step 1.25 * eps (TrainConfig's default step for fgsm). Each function returns
 (loss, logits) where `logits` are those of the loss's main term (adversarial for PGD-AT,
 MART and FGSM-RS; clean for clean training and TRADES) and feed the train accuracy.
 """
@@ -30,11 +32,13 @@ def _clean(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -
 
 
 def _pgd_examples(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -> Tensor:
-    """PGD-k on cross-entropy from a uniform start, generated in eval mode (the protocol)."""
+    """PGD-k on cross-entropy in eval mode, started at x + step * N(0, 1) as the reference's
+    MadrysLoss and MartLoss (core/losses/madrys.py, mart.py)."""
+    step = cfg.step_size / 255
     with eval_mode(model):
         return attacks.pgd(
-            model, x, y, eps=cfg.eps / 255, step_size=cfg.step_size / 255, steps=cfg.steps,
-            loss="ce", random_start=True, generator=gen,
+            model, x, y, eps=cfg.eps / 255, step_size=step, steps=cfg.steps, loss="ce",
+            random_start=True, start_sigma=step, generator=gen,
         )  # fmt: skip
 
 
@@ -45,11 +49,10 @@ def _pgd_at(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) 
 
 
 def _fgsm_rs(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -> Out:
-    # Wong et al. (2020) use step_size = 1.25 * eps; TrainConfig.step_size is used as given.
-    with eval_mode(model):
-        x_adv = attacks.fgsm_rs(
-            model, x, y, eps=cfg.eps / 255, step_size=cfg.step_size / 255, generator=gen
-        )
+    # In train mode, as Wong et al.'s fast AT (its batch-norm statistics see the attack pass).
+    x_adv = attacks.fgsm_rs(
+        model, x, y, eps=cfg.eps / 255, step_size=cfg.step_size / 255, generator=gen
+    )
     logits = model(x_adv)
     return F.cross_entropy(logits.float(), y), logits
 

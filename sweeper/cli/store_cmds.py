@@ -1,0 +1,202 @@
+"""`sweeper eval` (stored weights evaluated again, into the evaluation table) and
+`sweeper export` (one trial as a self-contained model file)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sweeper.errors import SweeperError
+
+METRICS = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    app.command("eval")(eval_cmd)
+    app.command("export")(export_cmd)
+
+
+def _sweep_rows(sweep: str) -> Any:
+    """The rows of one sweep folder (its rows sit directly in it, as `run` writes them)."""
+    from sweeper import results
+
+    frame = results.read(sweep)
+    if frame.empty:
+        raise SweeperError(f"{sweep}: no result rows found")
+    if results.read_row(sweep, str(frame["trial_id"].iloc[0])) is None:
+        raise SweeperError(f"{sweep}: expected one sweep's folder (RESULTS/<sweep>)")
+    return frame
+
+
+def _pick(ids: list[str], wanted: list[str], sweep: str) -> list[str]:
+    """Trial ids named in full or by a unique prefix, in the order given."""
+    picked = []
+    for want in wanted:
+        match = [i for i in ids if i.startswith(want)]
+        if len(match) != 1:
+            why = "no trial" if not match else f"{len(match)} trials"
+            raise SweeperError(f"--trial {want}: {why} of {sweep} starts with it")
+        picked.append(match[0])
+    return list(dict.fromkeys(picked))
+
+
+def _with_weights(frame: Any, ids: list[str], sweep: str) -> list[dict[str, Any]]:
+    rows = {r["trial_id"]: r for r in frame.to_dict("records")}
+    missing = [i for i in ids if not isinstance(rows[i].get("weights"), str)]
+    if missing:
+        raise SweeperError(
+            f"{sweep}: trial {missing[0]} has no stored weights (it failed before training "
+            "ended, or was run before weights were kept)"
+        )
+    return [rows[i] for i in ids]
+
+
+def _eval_config(row: dict[str, Any], sets: list[str]) -> Any:
+    """The trial's config with the evaluation overrides applied and validated."""
+    from pydantic import ValidationError
+
+    from sweeper.config import TrialConfig
+    from sweeper.errors import from_validation_error
+    from sweeper.space.overrides import apply_overrides
+
+    try:
+        return TrialConfig.model_validate(apply_overrides(json.loads(row["config"]), sets))
+    except ValidationError as err:
+        raise from_validation_error(err, prefix="--set") from None
+
+
+def eval_cmd(
+    sweep: str = typer.Argument(..., help="one sweep's results folder or URI (RESULTS/<sweep>)"),
+    trial: list[str] = typer.Option(
+        [], "--trial", help="trial_id or a unique prefix (repeatable); default: every trial"
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="evaluation setting: eval.*, runtime.* or data.test_size=VALUE"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+) -> None:
+    """Evaluate the stored weights of a sweep's trials again (e.g. --set eval.aa_size=10000)
+    and write the metrics to the sweep's evaluation table, RESULTS/<sweep>/_eval/.
+
+    Training rows are never changed. An evaluation already in the table with the same
+    settings and weights is not repeated. Exit 1 when any evaluation failed."""
+    from sweeper import results
+    from sweeper.reevaluate import check_eval_override
+    from sweeper.space.overrides import parse_override
+
+    sets = list(set_)
+    for item in sets:
+        check_eval_override(".".join(parse_override(item)[0]))
+    frame = _sweep_rows(sweep)
+    ids = list(frame["trial_id"])
+    if trial:
+        chosen = _with_weights(frame, _pick(ids, list(trial), sweep), sweep)
+    else:
+        chosen = [r for r in frame.to_dict("records") if isinstance(r.get("weights"), str)]
+        if not chosen:
+            raise SweeperError(f"{sweep}: no trial has stored weights")
+    configs = [_eval_config(row, sets) for row in chosen]  # every bad --set before any work
+    out = []
+    for i, (row, cfg) in enumerate(zip(chosen, configs), 1):
+        print(f"[{i}/{len(chosen)}] {row['trial_id']}", file=sys.stderr, flush=True)
+        out.append(_evaluate_one(sweep, row, cfg))
+    if as_json:
+        info = {"results": sweep, "table": results.eval_table(sweep), "rows": out}
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        _print_evals(out, f"{len(out)} evaluation(s) in {results.eval_table(sweep)}")
+    failed = [r for r in out if r["status"] != "ok"]
+    for r in failed:
+        print(f"failed {r['trial_id']}: {r['error']}", file=sys.stderr)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _evaluate_one(sweep: str, row: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """Evaluate one trial's weights (or find the same evaluation stored) -> its eval row."""
+    import torch
+
+    import sweeper
+    from sweeper import results
+    from sweeper.provenance import provenance
+    from sweeper.reevaluate import evaluate_state, evaluation_settings
+    from sweeper.schema import EVAL_COLUMNS
+    from sweeper.trial import one_line
+
+    settings = evaluation_settings(cfg)
+    eid = results.eval_id(settings, row["weights"])
+    stored = results.read_eval_row(sweep, row["trial_id"], eid)
+    if stored is not None and stored["status"] == "ok":
+        return {**stored, "training": {m: row.get(m) for m in METRICS}, "reused": True}
+    new: dict[str, Any] = dict.fromkeys(EVAL_COLUMNS)
+    new.update(sweep=row["sweep"], trial_id=row["trial_id"], eval_id=eid, weights=row["weights"],
+               evaluation=json.dumps(settings, sort_keys=True), config=cfg.canonical_json(),
+               started_at=datetime.now(timezone.utc), sweeper_version=sweeper.__version__,
+               torch_version=torch.__version__, **provenance())  # fmt: skip
+    state = results.load_weights(sweep, row["weights"])
+    try:
+        new.update(evaluate_state(cfg, state), status="ok")
+    except SweeperError:
+        raise  # bad input (a data folder, a device): every trial would fail the same way
+    except Exception as err:  # noqa: BLE001 - one trial's failure is its row
+        new.update(status="failed", error=one_line(err))
+    new["ended_at"] = datetime.now(timezone.utc)
+    results.write_eval_row(sweep, new)
+    return {**new, "training": {m: row.get(m) for m in METRICS}, "reused": False}
+
+
+def _print_evals(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.table import Table
+
+    from sweeper.cli.sweep_cmds import _console, _pct
+
+    table = Table(title=title, title_justify="left")
+    for col in ("trial_id", "weights", "eval_id", "clean", "PGD", "CW", "AA", "n (AA)"):
+        table.add_column(col, justify="left" if col in ("trial_id", "weights", "eval_id")
+                         else "right")  # fmt: skip
+    for r in rows:
+        cells = [f"{_pct(r['training'][m])} -> {_pct(r.get(m))}" for m in METRICS]
+        table.add_row(r["trial_id"], r["weights"].rsplit("/", 1)[-1],
+                      r["eval_id"] + (" (stored)" if r["reused"] else ""), *cells,
+                      str(r.get("aa_n") or "-"))  # fmt: skip
+    _console().print(table)
+    print("accuracy in % as trained -> as evaluated now")
+
+
+def export_cmd(
+    sweep: str = typer.Argument(..., help="one sweep's results folder or URI (RESULTS/<sweep>)"),
+    trial: str = typer.Argument(..., help="trial_id or a unique prefix"),
+    out: Path = typer.Option(None, "--out", help="model file to write (default: <trial_id>.pt)"),
+) -> None:
+    """Write one trial as a self-contained model file (architecture + weights + its config
+    and metrics) that loads without the sweep machinery:
+    `model, info = sweeper.models.load_model(FILE)`, or with torch alone plus the builder:
+    `blob = torch.load(FILE, weights_only=True)`,
+    `model = build(ArchSpec(**blob["arch"])); model.load_state_dict(blob["state_dict"])`."""
+    from sweeper import results
+    from sweeper.config import TrialConfig
+    from sweeper.models import save_model
+
+    frame = _sweep_rows(sweep)
+    [trial_id] = _pick(list(frame["trial_id"]), [trial], sweep)
+    [row] = _with_weights(frame, [trial_id], sweep)
+    row = results.read_row(sweep, trial_id) or row  # plain Python values, not numpy's
+    config = TrialConfig.model_validate_json(row["config"])
+    state = results.load_weights(sweep, row["weights"])
+    target = out or Path(f"{trial_id}.pt")
+    metrics = {k: row[k] for k in (*METRICS, "clean_n", "pgd_n", "cw_n", "aa_n")}
+    try:
+        save_model(target, config.arch, state, trial_id=trial_id, sweep=row["sweep"],
+                   config=row["config"], metrics=metrics, weights=row["weights"],
+                   sweeper_version=row["sweeper_version"])  # fmt: skip
+    except OSError as err:
+        raise SweeperError(f"--out: cannot write {target}: {err.strerror or err}") from None
+    print(f"wrote {target} (trial {trial_id}, {row['block']} network, clean "
+          f"{100 * (row['clean_acc'] or 0):.1f}%); load it with "
+          f"sweeper.models.load_model({str(target)!r})")  # fmt: skip

@@ -1,0 +1,169 @@
+"""A column for every config key a sweep varies, named by its dotted path (`train.beta`).
+
+The fixed columns (sweeper.schema) cover the architecture and the headline training
+settings; a study that varies anything else (TRADES beta, the CW margin, the lr) would
+otherwise show rows that look identical unless one parses the `config` JSON. Writers add
+the keys their run varies to each row file (so `pandas.read_parquet` sees them);
+`sweeper.results.read` also recomputes them from every row's config, so rows written by
+runs that varied different keys still read as one table.
+
+Values: scalars keep their type; a list of scalars is written the way per-stage columns
+are (`"relu"` when uniform, `"3/5/7"` when not); anything nested as JSON. The Arrow type of
+a key follows from the TrialConfig field it names, never from one row's value, so every
+row file of a key agrees (a null in one row and an int in the next still unify).
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Iterable
+from typing import Any, Literal, Union
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from sweeper.config import TrialConfig
+from sweeper.schema import COLUMNS
+
+_SCALARS: dict[type, pa.DataType] = {
+    bool: pa.bool_(),
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.string(),
+}
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"beta": 6}} -> {"train.beta": 6}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def identity(config_json: str | None) -> dict[str, Any] | None:
+    """A row's `config` JSON as the flat keys that define the trial (no runtime, no sweep)."""
+    try:
+        config = json.loads(config_json) if config_json else None
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    return flatten({k: v for k, v in config.items() if k not in ("runtime", "sweep")})
+
+
+def varying_keys(flat_configs: Iterable[dict[str, Any]]) -> list[str]:
+    """Dotted keys whose value differs between the configs (first-seen order), less the
+    keys that already are fixed columns (seed, macs_target)."""
+    configs = list(flat_configs)
+    order: dict[str, None] = {}
+    for flat in configs:
+        order.update(dict.fromkeys(flat))
+    first = configs[0] if configs else {}
+
+    def varies(key: str) -> bool:
+        return any(flat.get(key, _MISSING) != first.get(key, _MISSING) for flat in configs)
+
+    return [k for k in order if k not in COLUMNS and varies(k)]
+
+
+_MISSING = object()
+
+
+def column_type(key: str) -> pa.DataType:
+    """The Arrow type of the column for a dotted config key (string when not a scalar)."""
+    annotation: Any = TrialConfig
+    for part in key.split("."):
+        annotation = _optional_inner(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                return pa.string()
+            annotation = field.annotation
+        elif typing.get_origin(annotation) in (tuple, list) and part.isdigit():
+            args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+            annotation = args[min(int(part), len(args) - 1)] if args else Any
+        else:
+            return pa.string()
+    annotation = _optional_inner(annotation)
+    if typing.get_origin(annotation) is Literal:
+        kinds = {type(v) for v in typing.get_args(annotation)}
+        annotation = kinds.pop() if len(kinds) == 1 else Any
+    return _SCALARS.get(annotation, pa.string()) if isinstance(annotation, type) else pa.string()
+
+
+def _optional_inner(annotation: Any) -> Any:
+    """X | None -> X (a union of several real types stays as it is)."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def column_value(flat: dict[str, Any] | None, key: str) -> Any:
+    """The value of `key` in a flat config, shaped for its column (None when absent)."""
+    if flat is None:
+        return None
+    if key in flat:
+        value = flat[key]
+    else:  # an indexed key (arch.depths.0) of a list-valued entry
+        head, _, index = key.rpartition(".")
+        listed = flat.get(head)
+        if not (index.isdigit() and isinstance(listed, list) and int(index) < len(listed)):
+            return None
+        value = listed[int(index)]
+    if isinstance(value, list):
+        if all(isinstance(v, (str, int, float, bool)) for v in value) and value:
+            text = [str(v) for v in value]
+            return text[0] if len(set(text)) == 1 else "/".join(text)
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _fit(value: Any, kind: pa.DataType) -> Any:
+    """`value` as its column stores it; null when it does not fit the key's type (a row of a
+    config that failed validation)."""
+    if kind == pa.string() and value is not None and not isinstance(value, str):
+        value = json.dumps(value)
+    try:
+        pa.array([value], type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    return value
+
+
+def extra_columns(
+    config_json: str | None, keys: Iterable[str]
+) -> list[tuple[str, pa.DataType, Any]]:
+    """(name, type, value) of each varying-key column of one row."""
+    flat = identity(config_json)
+    return [(k, column_type(k), _fit(column_value(flat, k), column_type(k))) for k in keys]
+
+
+def with_varying(table: pa.Table) -> pa.Table:
+    """`table` plus a column for every key that varies within any one sweep of it
+    (recomputed from each row's config: complete even where runs varied different keys)."""
+    if "config" not in table.column_names or table.num_rows == 0:
+        return table
+    flats = [identity(c) for c in table.column("config").to_pylist()]
+    sweeps = table.column("sweep").to_pylist()
+    keys: dict[str, None] = {}
+    for sweep in dict.fromkeys(sweeps):
+        group = [f for s, f in zip(sweeps, flats) if s == sweep and f is not None]
+        keys.update(dict.fromkeys(varying_keys(group)))
+    for key in keys:
+        kind = column_type(key)
+        column = pa.array([_fit(column_value(f, key), kind) for f in flats], type=kind)
+        if key in table.column_names:
+            table = table.set_column(table.column_names.index(key), key, column)
+        else:
+            table = table.append_column(key, column)
+    return table
