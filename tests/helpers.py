@@ -99,16 +99,17 @@ def trained_tiny(seed: int = 0) -> tuple[nn.Module, Dataset]:
 
 @contextlib.contextmanager
 def marked_env() -> Iterator[dict[str, str]]:
-    """os.environ plus a marker unique to this use; on exit, every process still carrying it
-    is killed. For tests that SIGKILL a `sweeper run`: Ray's processes outlive their driver, and
-    the marker tells them from other Ray instances on the machine."""
-    name, value = "SWEEPER_TEST_MARKER", f"{os.getpid()}-{time.monotonic_ns()}"
+    """An environment for subprocesses; on exit, whatever they left running (Ray's processes
+    outlive a killed driver) is killed: exactly the processes started with it, by pid."""
+    marker = f"{os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, "SWEEPER_TEST_MARK": marker}
     try:
-        yield {**os.environ, name: value}
+        yield env
     finally:
-        for pid in _processes_marked(f"{name}={value}"):
+        for pid in processes_marked(f"SWEEPER_TEST_MARK={marker}"):
             if pid != os.getpid():
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def kill_when(process: subprocess.Popen, ready: Callable[[], bool], *, timeout_s: float,
@@ -123,8 +124,8 @@ def kill_when(process: subprocess.Popen, ready: Callable[[], bool], *, timeout_s
     process.wait()
 
 
-def _processes_marked(marker: str) -> list[int]:
-    """Pids of processes whose environment carries `marker`."""
+def processes_marked(marker: str) -> list[int]:
+    """Pids of processes whose environment carries `marker` (the ones a test started)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -134,3 +135,20 @@ def _processes_marked(marker: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+TINY_SPACE = """
+sweep: {name}
+base:
+  arch: {{block: basic, depths: [1, 1, 1], widths: [0.25, 0.25, 0.25]}}
+  data: {{dataset: synthetic, image_size: 8, synthetic_train: {train}, synthetic_test: 32,
+         holdout_size: 16}}
+  train: {{method: clean, epochs: 1, batch_size: 32}}
+  eval: {{pgd_steps: 1, cw_steps: 1, aa_size: 0, batch_size: 32}}
+"""
+
+
+def tiny_space(name: str, body: str = "", *, train: int = 64) -> str:
+    """A search space of seconds-long trials (synthetic 8x8 data, one epoch); `body` adds
+    axes etc. below the base."""
+    return TINY_SPACE.format(name=name, train=train) + body

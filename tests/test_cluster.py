@@ -54,7 +54,11 @@ def gpu_trial(config: TrialConfig, *, checkpoint_dir: str | None = None, on_epoc
         handle.write(f"{config.trial_id} {node} {gpus}\n")
     if on_epoch is not None:
         on_epoch({"epoch": 1})
-    time.sleep(1.0)  # long enough that trials overlap and spread over the nodes
+    # The head holds two 0.5-GPU trials at once: wait until three run together, which proves
+    # the second node took one (a fixed sleep let a loaded machine run them all on the head).
+    deadline = time.monotonic() + 300
+    while len(Path(LOG).read_text().splitlines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
     row = empty_row()
     now = datetime.now(timezone.utc)
     row.update(config_columns(config), status="ok", clean_acc=0.5, started_at=now, ended_at=now,
@@ -69,12 +73,14 @@ def cluster() -> Iterator[Cluster]:
     # the environment of the nodes started here)
     os.environ[BACKEND_ENV] = "gloo"
     # the head holds two 0.5-GPU trials at once, so six trials must use the second node too
+    # wait=False, then one generous wait: Cluster's own per-node wait is 30 s, too short for
+    # a loaded machine
     nodes = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False},
+        head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False, "wait": False},
     )
-    nodes.add_node(num_cpus=1, num_gpus=2)
-    nodes.wait_for_nodes()
+    nodes.add_node(num_cpus=1, num_gpus=2, wait=False)
+    nodes.wait_for_nodes(timeout=300)
     yield nodes
     ray.shutdown()
     nodes.shutdown()

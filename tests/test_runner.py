@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from helpers import kill_when, marked_env
 
 ray = pytest.importorskip("ray")
+from helpers import kill_when, marked_env, tiny_space  # noqa: E402
 
 from sweeper import results  # noqa: E402
 from sweeper.config import TrialConfig  # noqa: E402
@@ -29,16 +29,6 @@ from sweeper.space import load  # noqa: E402
 from sweeper.sweep.runner import RunOptions, _init_ray, run_sweep  # noqa: E402
 
 LOG_DIR = tempfile.mkdtemp(prefix="sweeper-test-runner-")  # captured by value in the workers
-
-BASE = """
-sweep: {name}
-base:
-  arch: {{block: basic, depths: [1, 1, 1], widths: [0.25, 0.25, 0.25]}}
-  data: {{dataset: synthetic, image_size: 8, synthetic_train: 64, synthetic_test: 32,
-         holdout_size: 16}}
-  train: {{method: clean, epochs: 1, batch_size: 32}}
-  eval: {{pgd_steps: 1, cw_steps: 1, aa_size: 0, batch_size: 32}}
-"""
 
 
 def _log(kind: str, config: TrialConfig) -> None:
@@ -87,7 +77,7 @@ def ray_instance() -> Iterator[str]:
 
 def space_file(tmp_path: Path, name: str, body: str) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(BASE.format(name=name) + textwrap.dedent(body))
+    path.write_text(tiny_space(name, textwrap.dedent(body)))
     return path
 
 
@@ -113,6 +103,8 @@ def test_a_failing_trial_leaves_a_failed_row_and_retry_failed_reruns_it(tmp_path
     summary = run_sweep(load(path), opts, trial_fn=fake_trial)
     by_act = {r["activation"]: r for _, r in summary.rows.iterrows()}
     assert by_act["silu"]["status"] == "failed" and by_act["silu"]["error"] == "RuntimeError: boom"
+    assert summary.failed == [(by_act["silu"]["trial_id"], "RuntimeError: boom")]  # exit code 1
+    assert summary.finished == 3 and summary.unfinished == 0
     assert by_act["relu"]["status"] == "ok"
     # mish killed its worker after a checkpoint: Ray retried it from that checkpoint
     assert by_act["mish"]["status"] == "ok"
@@ -148,23 +140,6 @@ def test_optuna_search_through_ray_resumes_its_budget(tmp_path: Path) -> None:
                for c in more.rows["config"])  # fmt: skip
 
 
-def test_real_run_trial_end_to_end(tmp_path: Path) -> None:
-    path = space_file(tmp_path, "real", "axes:\n  - grid: {arch.activation: [relu]}\n")
-    summary = run_sweep(load(path), RunOptions(results=str(tmp_path / "r"), progress=False))
-    [row] = summary.rows.to_dict("records")
-    assert row["status"] == "ok", row["error"]
-    assert 0 <= row["clean_acc"] <= 1 and row["pgd_n"] == 32 and row["macs"] > 0
-    # the worker stored the trained weights in the store, beside the row that names them
-    import torch
-
-    from sweeper.models import build
-
-    assert row["weights"] == f"_weights/{row['trial_id']}/final.pt"
-    state = torch.load(tmp_path / "r" / "real" / row["weights"], weights_only=True)
-    build(TrialConfig.model_validate_json(row["config"]).arch).load_state_dict(state)
-    assert row["space_sha256"] == load(path).sha256 and row["ray_version"] == ray.__version__
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds leftover processes via /proc")
 def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) -> None:
     acts = "[relu, gelu, elu, silu, mish, softplus]"
@@ -176,11 +151,11 @@ def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) 
     with marked_env() as env:  # Ray's agents outlive a SIGKILLed driver: ended on exit
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)  # fmt: skip
-        kill_when(first, lambda: bool(list((out / "kill").glob("*.parquet"))), timeout_s=180,
+        kill_when(first, lambda: bool(list((out / "kill").glob("*.parquet"))), timeout_s=300,
                   waiting_for="a row")  # fmt: skip
         assert len(list((out / "kill").glob("*.parquet"))) < 6  # killed mid-sweep
         done = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True,
-                              timeout=240)  # fmt: skip
+                              timeout=600)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
     frame = results.read(str(out / "kill"))
     assert sorted(frame["activation"]) == ["elu", "gelu", "mish", "relu", "silu", "softplus"]
@@ -188,24 +163,46 @@ def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) 
     assert not [p for p in (out / "kill").iterdir() if p.name.startswith(".")]
 
 
-def test_progress_counts_and_eta(tmp_path: Path) -> None:
+def test_progress_without_a_terminal_writes_plain_lines(tmp_path: Path) -> None:
+    """A batch job's log: a line per start and end (trial_id, metrics or error), summaries."""
+    import io
     from types import SimpleNamespace
 
+    from sweeper.sweep.plan import PARAM
     from sweeper.sweep.progress import SweepProgress
     from sweeper.sweep.runner import make_plan
 
     path = space_file(tmp_path, "prog", "axes:\n  - grid: {arch.activation: [relu, gelu, elu]}\n")
-    view = SweepProgress(make_plan(load(path), str(tmp_path / "r")), metric="cw_acc")
-    a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
-    view.on_trial_start(0, [], a)
-    view.on_trial_start(0, [], b)
-    view.on_trial_result(0, [], a, {"status": "ok", "trial_id": "t1", "cw_acc": 0.4})
-    view.on_trial_complete(0, [], a)
-    view.on_trial_error(0, [], b)
+    plan = make_plan(load(path), str(tmp_path / "r"))
+    ids = [c.trial_id for c in plan.to_run]
+    out = io.StringIO()
+    view = SweepProgress(plan, metric="cw_acc", summary_every=0.0, stream=out)
+    a, b = (SimpleNamespace(trial_id=t, config={PARAM: c.model_dump_json()}, get_error=lambda: "")
+            for t, c in zip("ab", plan.to_run))  # fmt: skip
+    with view:
+        assert view.plain  # a StringIO is no terminal
+        view.on_trial_start(0, [], a)
+        view.on_trial_start(0, [], b)
+        # Tune fills its own trial_id into results: the lines must name ours
+        ok = {"status": "ok", "trial_id": "a", "cw_acc": 0.4, "clean_acc": 0.9,
+              "warning": "damaged checkpoint x"}  # fmt: skip
+        view.on_trial_result(0, [], a, ok)
+        view.on_trial_complete(0, [], a)
+        failed = {"status": "failed", "trial_id": "b", "error": "TrialFailed: diverged: ..."}
+        view.on_trial_result(0, [], b, failed)
+        view.on_trial_complete(0, [], b)
+        view.on_step_end(0, [])
     assert view.counts() == {"done": 1, "failed": 1, "running": 0, "pending": 1}
+    assert view.failures() == [(ids[1], "TrialFailed: diverged: ...")]
     assert view.eta_seconds() is not None
-    with view:  # renders without a terminal
-        view.render()
+    text = out.getvalue()
+    assert "\x1b" not in text
+    lines = [line.split(" ", 2)[2] for line in text.splitlines()]  # without the time stamp
+    assert f"start   {ids[0]} (1 of 3)" in lines and f"start   {ids[1]} (2 of 3)" in lines
+    assert f"warning {ids[0]}: damaged checkpoint x" in lines
+    assert any(line.startswith(f"ok      {ids[0]}  clean 90.0  pgd -  cw 40.0") for line in lines)
+    assert f"failed  {ids[1]}: TrialFailed: diverged: ..." in lines
+    assert lines[-1].startswith("prog: done 1, running 0, failed 1, pending 1 of 3; elapsed ")
 
 
 def test_a_trial_resumes_from_the_checkpoint_an_interrupted_run_left(tmp_path: Path) -> None:
@@ -222,6 +219,68 @@ def test_a_trial_resumes_from_the_checkpoint_an_interrupted_run_left(tmp_path: P
     assert runs("again") == [f"run {config.trial_id}", f"resumed {config.trial_id}"]
 
 
+def dying_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
+                on_epoch: Any = None, catch: bool = True,
+                weights_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Its worker dies before the first report (out of memory, a segfault)."""
+    os._exit(1)
+
+
+def test_an_optuna_trial_whose_worker_dies_at_once_is_a_failed_row(tmp_path: Path) -> None:
+    """Ray has no config for a trial that never reported: the driver used to crash on it."""
+    body = """
+        axes:
+          - sample:
+              params:
+                train.lr: {loguniform: [0.01, 0.2]}
+        search: {method: optuna, metric: clean_acc, num_samples: 1}
+    """
+    opts = RunOptions(results=str(tmp_path / "r"), progress=False, max_failures=0)
+    summary = run_sweep(load(space_file(tmp_path, "dies", body)), opts, trial_fn=dying_trial)
+    [row] = summary.rows.to_dict("records")
+    assert row["status"] == "failed" and summary.failed == [(row["trial_id"], row["error"])]
+    assert summary.unfinished == 0
+
+
+def test_real_run_trial_end_to_end_past_a_damaged_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real run_trial, resuming a trial whose checkpoint a killed run left truncated: the
+    copy is set aside with a warning (never restored again) and the trial starts over."""
+    from sweeper.sweep.runner import make_plan
+    from sweeper.training.checkpoint import save_checkpoint
+
+    path = space_file(tmp_path, "real", "axes:\n  - grid: {arch.activation: [relu]}\n")
+    [config] = make_plan(load(path), str(tmp_path / "r")).to_run
+    left = tmp_path / "r" / "real" / "_ray" / "run-killed" / config.trial_id / "checkpoint_000001"
+    file = save_checkpoint(left, {"trial_id": config.trial_id, "epoch": 1, "x": torch_ones()})
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    summary = run_sweep(load(path), RunOptions(results=str(tmp_path / "r")))
+    [row] = summary.rows.to_dict("records")
+    assert row["status"] == "ok", row["error"]
+    assert 0 <= row["clean_acc"] <= 1 and row["pgd_n"] == 32 and row["macs"] > 0
+    assert (left.parent / "damaged_checkpoint_000001" / "last.pt").is_file()
+    assert not list((tmp_path / "r" / "real" / "_ray").glob("*/*/checkpoint_*"))
+    # the worker stored the trained weights in the store, beside the row that names them
+    import torch
+
+    from sweeper.models import build
+
+    assert row["weights"] == f"_weights/{row['trial_id']}/final.pt"
+    state = torch.load(tmp_path / "r" / "real" / row["weights"], weights_only=True)
+    build(TrialConfig.model_validate_json(row["config"]).arch).load_state_dict(state)
+    assert row["space_sha256"] == load(path).sha256 and row["ray_version"] == ray.__version__
+    log = capsys.readouterr().err  # not a terminal: plain lines
+    assert f"warning {config.trial_id}: damaged checkpoint " in log, log
+    assert f"ok      {config.trial_id}  clean " in log, log
+
+
+def torch_ones() -> Any:
+    import torch
+
+    return torch.ones(1000)
+
+
 def test_a_local_instance_listens_on_loopback_only(ray_instance: str) -> None:
     """Safe by default: no port of a local run's Ray processes is open beyond this machine."""
     psutil = pytest.importorskip("psutil")  # ships with Ray
@@ -234,13 +293,13 @@ def test_a_local_instance_listens_on_loopback_only(ray_instance: str) -> None:
             sockets = proc.net_connections(kind="inet")
         except psutil.Error:  # a worker that just ended
             continue
-        bound |= {(proc.name(), s.laddr.ip) for s in sockets if s.status == psutil.CONN_LISTEN}
-    names = {name for name, _ in bound}
-    assert {"gcs_server", "raylet"} <= names, bound
-    for name, ip in bound:
+        listening = [s for s in sockets if s.status == psutil.CONN_LISTEN]
+        bound |= {(proc.name(), proc.pid, s.laddr.ip, s.laddr.port) for s in listening}
+    assert {"gcs_server", "raylet"} <= {name for name, *_ in bound}, bound
+    for name, pid, ip, port in bound:
         address = ipaddress.ip_address(ip.split("%")[0])
         mapped = getattr(address, "ipv4_mapped", None)
-        assert (mapped or address).is_loopback, f"{name} listens on {ip}"
+        assert (mapped or address).is_loopback, f"{name} (pid {pid}) on {ip}:{port}; {bound}"
     assert ray_instance.startswith("127.0.0.1:")
 
 
@@ -274,13 +333,11 @@ def test_optuna_warm_start_skips_rows_outside_the_current_ranges(tmp_path: Path)
 
 def test_a_results_location_that_is_a_file_is_one_error(tmp_path: Path) -> None:
     from sweeper.errors import SweeperError
-    from sweeper.sweep.runner import _fit, make_plan
 
     (tmp_path / "r").write_text("not a folder")
-    path = space_file(tmp_path, "file", "")
-    plan = make_plan(load(path), str(tmp_path / "r"))
+    path = space_file(tmp_path, "file", "axes:\n  - grid: {arch.activation: [relu]}\n")
     with pytest.raises(SweeperError, match="cannot create the results folder"):
-        _fit(plan, RunOptions(results=str(tmp_path / "r"), progress=False), fake_trial)
+        run_sweep(load(path), RunOptions(results=str(tmp_path / "r"), progress=False), fake_trial)
 
 
 DRIVER_PID = os.getpid()  # captured by value in the workers
@@ -312,8 +369,8 @@ def test_an_interrupted_run_keeps_the_checkpoints_of_unfinished_trials(tmp_path:
     assert left and (left[0] / "epoch1").is_file(), "the rerun would start from scratch"
     again = run_sweep(load(path), opts, trial_fn=fake_trial)
     assert list(again.rows["status"]) == ["ok"]
-    runs_dir = tmp_path / "r" / "intr" / "_ray"
-    assert [p.parent.parent for p in runs_dir.glob("*/*/checkpoint_*")] == [left[0].parent.parent]
+    # the trial has its row: its checkpoints, the interrupted run's included, are gone
+    assert not list((tmp_path / "r" / "intr" / "_ray").glob("*/*/checkpoint_*"))
 
 
 def racing_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,

@@ -236,6 +236,19 @@ def test_checkpoint_of_another_trial_is_refused(tmp_path: Path) -> None:
         fit(trial_config(method="clean", epochs=2), checkpoint_dir=tmp_path)
 
 
+def test_a_truncated_checkpoint_is_moved_aside_and_training_starts_over(tmp_path: Path) -> None:
+    """A copy cut short by a killed run must not fail the trial for good."""
+    cfg = trial_config(method="clean", epochs=1)
+    fit(cfg, checkpoint_dir=tmp_path)
+    last = tmp_path / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    seen: list[int] = []
+    with pytest.warns(UserWarning, match="damaged"):
+        fit(cfg, checkpoint_dir=tmp_path, on_epoch=lambda r: seen.append(r["epoch"]))
+    assert seen == [1] and (tmp_path / "last.pt.damaged").is_file()
+    assert load_checkpoint(tmp_path)["epoch"] == 1  # the new one
+
+
 def test_divergence_raises_trial_failed() -> None:
     with pytest.raises(TrialFailed, match="diverged: non-finite loss at epoch 1"):
         fit(trial_config(method="clean", epochs=2, lr=1e6, grad_clip=None))

@@ -75,15 +75,37 @@ def run(
             "sweep": loaded.name,
             "trials": len(summary.plan.configs) if not loaded.is_search else len(rows),
             "started": summary.started,
+            "finished": summary.finished,
+            "unfinished": summary.unfinished,
+            "failed": [{"trial_id": t, "error": e} for t, e in summary.failed],
             "seconds": round(summary.seconds, 1),
             "results": summary.plan.sweep_uri,
             "counts": {str(k): int(v) for k, v in rows["status"].value_counts().items()},
             "rows": _records(rows),
         }
         print(json.dumps(out, indent=2))
-        return
-    _print_rows(rows, f"{loaded.name}: ran {summary.started} trial(s) in "
-                      f"{summary.seconds:,.0f}s; rows in {summary.plan.sweep_uri}")  # fmt: skip
+    else:
+        _print_rows(rows, f"{loaded.name}: {summary.finished} of {summary.started} trial(s) "
+                          f"finished in {summary.seconds:,.0f}s; rows in "
+                          f"{summary.plan.sweep_uri}")  # fmt: skip
+    raise typer.Exit(_exit_code(summary))
+
+
+def _exit_code(summary: Any) -> int:
+    """0: every trial of this run ok; 1: some failed (named here); 130: interrupted."""
+    import sys
+
+    if summary.unfinished:
+        print(f"interrupted: {summary.unfinished} trial(s) left unfinished; run the same "
+              "command again to finish them", file=sys.stderr)  # fmt: skip
+        return 130
+    if summary.failed:
+        names = ", ".join(f"{t} ({e})" for t, e in summary.failed[:10])
+        more = f" and {len(summary.failed) - 10} more" if len(summary.failed) > 10 else ""
+        print(f"{len(summary.failed)} trial(s) of this run failed: {names}{more}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 def _plan_json(plan: Any) -> dict[str, Any]:

@@ -3,10 +3,12 @@ filesystem (a local path or a URI such as s3://...).
 
 `rows.py` writes rows atomically and reads a sweep back as a table or DataFrame;
 `columns.py` adds a column per varying config key; `weights.py` keeps each trial's trained
-network beside its row; `evals.py` holds the re-evaluation table (`sweeper eval`).
+network beside its row; `evals.py` holds the re-evaluation table (`sweeper eval`); `lease.py`
+keeps one driver per sweep (a lease file in the store).
 """
 
 from sweeper.results.evals import eval_id, eval_table, read_eval_row, read_evals, write_eval_row
+from sweeper.results.lease import Lease, LeaseHeld
 from sweeper.results.rows import (
     IGNORED_PREFIXES,
     done_ids,
@@ -23,6 +25,8 @@ from sweeper.results.weights import WEIGHTS_DIR, load_weights, store_weights, we
 
 __all__ = [
     "IGNORED_PREFIXES",
+    "Lease",
+    "LeaseHeld",
     "WEIGHTS_DIR",
     "done_ids",
     "eval_id",

@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sweeper import results
 from sweeper.config import TrialConfig
 from sweeper.results.columns import flatten, varying_keys
 from sweeper.schema import COLUMNS
-from sweeper.space import SearchSpace, expand, search_params
+from sweeper.space import SearchSpace, expand, resolve_point, search_params
+
+PARAM = "trial"  # a grid trial's one Tune param: its TrialConfig as JSON
 
 Select = Callable[[list[TrialConfig]], list[TrialConfig]]
 
@@ -55,13 +57,18 @@ class Plan:
         return len(self.to_run)
 
 
+def sweep_uri_of(space: SearchSpace, results_uri: str) -> str:
+    """Where the space's rows go: RESULTS/<sweep>, absolute (workers may run elsewhere)."""
+    if "://" not in results_uri:
+        results_uri = os.path.abspath(os.path.expanduser(results_uri))
+    return results.sweep_dir(results_uri, space.name)
+
+
 def make_plan(space: SearchSpace, results_uri: str, *, retry_failed: bool = False,
               select: Select | None = None) -> Plan:  # fmt: skip
     """Expand the space and find what is already done (no Ray). `select` keeps only some
     of the space's cells (`--subsample`); the plan then holds those alone."""
-    if "://" not in results_uri:  # workers may run elsewhere: never hand them a relative path
-        results_uri = os.path.abspath(os.path.expanduser(results_uri))
-    sweep_uri = results.sweep_dir(results_uri, space.name)
+    sweep_uri = sweep_uri_of(space, results_uri)
     existing = results.status_by_id(sweep_uri)
     skip = {"ok"} if retry_failed else {"ok", "failed"}
     configs = expand(space)
@@ -77,3 +84,14 @@ def varying_columns(space: SearchSpace, configs: list[TrialConfig]) -> list[str]
     if space.is_search:
         return [k for k in search_params(space) if not k.startswith("derive.") and k not in COLUMNS]
     return varying_keys(flatten(c.identity()) for c in configs)
+
+
+def trial_config(space: SearchSpace, params: dict[str, Any]) -> TrialConfig | None:
+    """The trial a Tune trial's params stand for: a grid cell's JSON, or an Optuna point
+    resolved in the space (None when it falls outside the space's constraints)."""
+    if PARAM in params:
+        return TrialConfig.model_validate_json(params[PARAM])
+    dists = search_params(space)
+    point = {k: dists[k].choice[v] if dists[k].choice is not None else v
+             for k, v in params.items() if k in dists}  # fmt: skip
+    return resolve_point(space, point)

@@ -1,13 +1,20 @@
-"""A live view of a running sweep (done / running / failed / pending, best rows, ETA).
+"""What a running sweep is doing, on stderr, and what this run's trials came to.
 
-A Ray Tune callback in the driver: it sees every trial start, report and end, and
-renders with rich on stderr so stdout stays free for `--json`.
+A Ray Tune callback in the driver: it sees every trial start, report, retry and end, and keeps
+the run's outcome (which trials finished, which failed and why) for the runner's summary and
+exit code. On a terminal it draws a rich live view (counts, ETA, best rows). When stderr is not
+a terminal (a batch job's log, `sweeper run ... > log 2>&1`) it writes plain lines instead, no
+ANSI codes: one when a trial starts, one when it ends (its trial_id and metrics, or its
+one-line error), a warning line when a trial had to start over, and a summary line (done /
+running / failed / pending, elapsed, ETA) at least every `summary_every` seconds.
+stdout stays free for `--json`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ray import tune
 from rich.console import Console, Group
@@ -15,37 +22,77 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from sweeper.sweep.plan import trial_config
+
 if TYPE_CHECKING:
     from sweeper.sweep.plan import Plan
 
 SHOWN = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
+SUMMARY_EVERY_S = 60.0
 
 
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-class SweepProgress(tune.Callback):
-    """Counts and best rows of the sweep, refreshed as Tune reports."""
+def duration(seconds: float) -> str:
+    """45s, 12m05s, 3h04m: short enough for a log line."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
-    def __init__(self, plan: Plan, *, metric: str, enabled: bool = True, top: int = 5) -> None:
+
+def _error_line(trial: Any) -> str:
+    """The last line of a trial's Ray error (the exception itself, not the traceback)."""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # noqa: BLE001 - the error file may be gone with its node
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[-1] if lines else "the trial's worker died")[:300]
+
+
+class SweepProgress(tune.Callback):
+    """Counts, outcome and display of one run's trials."""
+
+    def __init__(self, plan: Plan, *, metric: str, enabled: bool = True, top: int = 5,
+                 plain: bool | None = None, summary_every: float = SUMMARY_EVERY_S,
+                 stream: IO[str] | None = None) -> None:  # fmt: skip
+        self.plan = plan
         self.total = plan.budget
         self.metric = metric
         self.top = top
         self.enabled = enabled
+        self.plain = plain  # None: decided by whether stderr is a terminal
+        self.summary_every = summary_every
+        self.stream = stream
         self.running: set[str] = set()
         self.finished: dict[str, dict[str, Any]] = {}  # tune trial id -> final metrics
+        self.lost: dict[str, tuple[dict[str, Any], str]] = {}  # errored in Ray: params, error
+        self.ids: dict[str, str] = {}  # tune trial id -> sweeper trial_id
         self.started_at = time.monotonic()
         self.durations: list[float] = []
         self._starts: dict[str, float] = {}
+        self._warned: set[str] = set()
+        self._last_summary = self.started_at
         self._live: Live | None = None
 
-    # --- context: the live display -------------------------------------------------------
+    # --- context: the display ------------------------------------------------------------
     def __enter__(self) -> SweepProgress:
-        if self.enabled:
-            console = Console(stderr=True)
-            self._live = Live(self.render(), console=console, refresh_per_second=2,
-                              transient=not console.is_terminal)  # fmt: skip
+        if not self.enabled:
+            return self
+        stream = self.stream or sys.stderr
+        if self.plain is None:
+            self.plain = not stream.isatty()
+        if self.plain:
+            self._line(f"{self.plan.space.name}: {self.total} trial(s) to run; "
+                       f"rows in {self.plan.sweep_uri}")  # fmt: skip
+        else:
+            console = Console(file=stream)
+            self._live = Live(self.render(), console=console, refresh_per_second=2)
             self._live.__enter__()
         return self
 
@@ -54,38 +101,93 @@ class SweepProgress(tune.Callback):
             self._live.update(self.render())
             self._live.__exit__(None, None, None)
             self._live = None
+        elif self.enabled and self.plain:
+            self._line(self.summary())
 
     def _refresh(self) -> None:
         if self._live is not None:
             self._live.update(self.render())
 
+    def _line(self, text: str) -> None:
+        if self.enabled and self.plain:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{stamp} {text}", file=self.stream or sys.stderr, flush=True)
+
+    def _id(self, trial: Any) -> str:
+        """The sweeper trial_id of a Tune trial (Tune's own id while it has none)."""
+        if trial.trial_id not in self.ids:
+            try:
+                config = trial_config(self.plan.space, trial.config or {})
+            except Exception:  # noqa: BLE001 - an id for a log line must not end the sweep
+                config = None
+            self.ids[trial.trial_id] = config.trial_id if config else f"tune-{trial.trial_id}"
+        return self.ids[trial.trial_id]
+
     # --- Tune callback -------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running.add(trial.trial_id)
-        self._starts.setdefault(trial.trial_id, time.monotonic())
+        if trial.trial_id not in self._starts:
+            self._starts[trial.trial_id] = time.monotonic()
+            self._line(f"start   {self._id(trial)} ({len(self._starts)} of {self.total})")
         self._refresh()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:  # fmt: skip
+        if result.get("warning") and trial.trial_id not in self._warned:
+            self._warned.add(trial.trial_id)
+            self._line(f"warning {self._id(trial)}: {result['warning']}")
         if "status" in result:  # the final report carries the row's status
-            self.finished[trial.trial_id] = result
+            # Tune fills its own `trial_id` into every result: ours comes from the config
+            self.finished[trial.trial_id] = {**result, "trial_id": self._id(trial)}
+            self._line(self._end_line(trial, result))
         self._refresh()
+
+    def _end_line(self, trial: Any, result: dict[str, Any]) -> str:
+        tid = self._id(trial)
+        if result["status"] == "failed":
+            return f"failed  {tid}: {result.get('error') or 'see its row'}"
+        if result["status"] != "ok":
+            return f"skipped {tid}: {result['status']}"
+        start = self._starts.get(trial.trial_id)
+        took = f"  in {duration(time.monotonic() - start)}" if start is not None else ""
+        metrics = "  ".join(f"{m.removesuffix('_acc')} {_pct(result.get(m))}" for m in SHOWN)
+        return f"ok      {tid}  {metrics}{took}"
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(f"retry   {self._id(trial)}: {_error_line(trial)} "
+                   "(Ray restarts it from its last checkpoint)")  # fmt: skip
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished.setdefault(trial.trial_id, {"status": "failed", "trial_id": "?"})
+        error = _error_line(trial)
+        self.lost[trial.trial_id] = (dict(trial.config or {}), error)
+        if trial.trial_id not in self.finished:
+            self.finished[trial.trial_id] = {"status": "failed", "trial_id": self._id(trial),
+                                             "error": error}  # fmt: skip
+            self._line(f"failed  {self._id(trial)}: {error}")
         self._end(trial)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if self.plain and now - self._last_summary >= self.summary_every:
+            self._last_summary = now
+            self._line(self.summary())
 
     def _end(self, trial: Any) -> None:
         self.running.discard(trial.trial_id)
-        start = self._starts.pop(trial.trial_id, None)
+        start = self._starts.get(trial.trial_id)
         if start is not None:
             self.durations.append(time.monotonic() - start)
         self._refresh()
 
-    # --- rendering -----------------------------------------------------------------------
+    # --- the outcome ---------------------------------------------------------------------
+    def failures(self) -> list[tuple[str, str]]:
+        """(trial_id, one-line error) of every trial of this run that failed."""
+        return [(str(r["trial_id"]), str(r.get("error") or ""))
+                for r in self.finished.values() if r.get("status") == "failed"]  # fmt: skip
+
     def counts(self) -> dict[str, int]:
         failed = sum(1 for r in self.finished.values() if r.get("status") == "failed")
         done = len(self.finished) - failed
@@ -100,6 +202,16 @@ class SweepProgress(tune.Callback):
         parallel = max(1, len(self.running))
         return sum(self.durations) / len(self.durations) * left / parallel
 
+    # --- rendering -----------------------------------------------------------------------
+    def summary(self) -> str:
+        """One plain line: the counts, elapsed time and ETA."""
+        c = self.counts()
+        eta = self.eta_seconds()
+        return (f"{self.plan.space.name}: done {c['done']}, running {c['running']}, "
+                f"failed {c['failed']}, pending {c['pending']} of {self.total}; "
+                f"elapsed {duration(time.monotonic() - self.started_at)}, "
+                f"ETA {duration(eta) if eta is not None else '-'}")  # fmt: skip
+
     def render(self) -> Group:
         c = self.counts()
         elapsed = time.monotonic() - self.started_at
@@ -108,8 +220,8 @@ class SweepProgress(tune.Callback):
             ("done ", "bold"), (str(c["done"]), "green"), ("  running ", "bold"),
             (str(c["running"]), "cyan"), ("  failed ", "bold"), (str(c["failed"]), "red"),
             ("  pending ", "bold"), str(c["pending"]), f"  of {self.total}",
-            f"   elapsed {elapsed:,.0f}s",
-            f"   ETA {eta:,.0f}s" if eta is not None else "   ETA -",
+            f"   elapsed {duration(elapsed)}",
+            f"   ETA {duration(eta)}" if eta is not None else "   ETA -",
         )  # fmt: skip
         ok = [r for r in self.finished.values() if r.get("status") == "ok"]
         ok.sort(key=lambda r: r.get(self.metric) or 0.0, reverse=True)

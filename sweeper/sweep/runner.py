@@ -5,7 +5,10 @@ writes its trial's row from the worker as soon as the trial ends, so a killed dr
 loses only the trials that were running; the next run skips every trial_id with a row.
 Per-epoch checkpoints go through `tune.report` so that FailureConfig retries a
 preempted trial from its last epoch. Ray's own experiment files live in
-RESULTS/<sweep>/_ray/<run-name>/ (readers skip `_` names).
+RESULTS/<sweep>/_ray/<run-name>/ (readers skip `_` names). Around the run: one driver per
+sweep (`sweeper.results.Lease`), a shared-storage check on multi-node clusters
+(`sweeper.sweep.storage`), and the run's outcome (failed trials, trials left unfinished by
+Ctrl+C) from the progress callback, for the CLI's exit code.
 """
 
 from __future__ import annotations
@@ -13,18 +16,25 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from sweeper import results
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
-from sweeper.space import METRICS, SearchSpace, resolve_point, search_params
-from sweeper.sweep.plan import Plan, RunOptions, Select, make_plan
+from sweeper.space import METRICS, SearchSpace
+from sweeper.sweep.plan import (
+    PARAM,
+    Plan,
+    RunOptions,
+    Select,
+    make_plan,
+    sweep_uri_of,
+    trial_config,
+)
 
 TrialFn = Callable[..., dict[str, Any]]
 
@@ -65,47 +75,39 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
     """Ray's view of one trial: resolve, restore, run, write the row, report."""
     from ray import tune
 
-    from sweeper.sweep import workers
+    from sweeper.sweep import checkpoints, storage, workers
 
     search = space.doc.search
     worst = 0.0 if search.mode == "max" else 1.0
-    if "trial" in params:
-        config: TrialConfig | None = TrialConfig.model_validate_json(params["trial"])
-    else:  # an Optuna suggestion
-        dists = search_params(space)
-        point = {k: dists[k].choice[v] if dists[k].choice is not None else v
-                 for k, v in params.items() if k in dists}  # fmt: skip
-        config = resolve_point(space, point)
+    config = trial_config(space, params)
     if config is None:  # outside the space's constraints: nothing to train
         tune.report({search.metric: worst, "status": "constrained"})
         return
     previous = results.read_row(sweep_uri, config.trial_id)
     if previous is not None and previous["status"] == "ok":  # e.g. Optuna suggested it again
-        tune.report({**_metrics(previous, search.metric, worst), "trial_id": config.trial_id})
+        tune.report(_metrics(previous, search.metric, worst))
         return
     if trial_fn is None:
         from sweeper.trial import run_trial as trial_fn
 
-    workdir = tempfile.mkdtemp(prefix=f"sweeper-{config.trial_id}-")
+    workdir = storage.make_scratch(config.trial_id)
     try:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:  # a retry after preemption: go on from the last epoch
-            checkpoint.to_directory(workdir)
-        else:  # a run after a killed driver: go on from where that run left this trial
-            _previous_checkpoint(sweep_uri, config.trial_id, workdir)
+        warning = checkpoints.restore(sweep_uri, config.trial_id, workdir)
+        note = {"warning": warning} if warning else {}  # shown in the driver's log
 
         def on_epoch(record: dict[str, Any]) -> None:
             metric = record.get("holdout_pgd_acc", worst)
-            tune.report({**_numbers(record), search.metric: metric, "trial_id": config.trial_id},
-                        checkpoint=tune.Checkpoint.from_directory(workdir))  # fmt: skip
+            tune.report(
+                {**_numbers(record), search.metric: metric, **note},
+                checkpoint=tune.Checkpoint.from_directory(workdir),
+            )
 
         def on_ready() -> None:  # a multi-worker trial's workers all run (sweep.admission)
-            tune.report({search.metric: worst, "trial_id": config.trial_id,
-                         workers.WORKERS_READY: config.runtime.workers})  # fmt: skip
+            tune.report({search.metric: worst, workers.WORKERS_READY: config.runtime.workers})
 
         def on_worker_epoch(record: dict[str, Any]) -> None:  # Ray Train holds the checkpoint
             metric = record.get("holdout_pgd_acc", worst)
-            tune.report({**_numbers(record), search.metric: metric, "trial_id": config.trial_id})
+            tune.report({**_numbers(record), search.metric: metric, **note})
 
         try:
             if config.runtime.workers > 1:
@@ -126,43 +128,19 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
         else:
             _store(sweep_uri, row, space, varying)
         workers.drop_train_checkpoints(sweep_uri, config.trial_id)
-        tune.report({**_metrics(row, search.metric, worst), "trial_id": config.trial_id})
+        checkpoints.drop_other_runs(
+            sweep_uri, config.trial_id, tune.get_context().get_experiment_name()
+        )
+        tune.report({**_metrics(row, search.metric, worst), **note})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _previous_checkpoint(sweep_uri: str, trial_id: str, into: str) -> bool:
-    """Copy the newest checkpoint an earlier run left for this trial into `into`.
-
-    Finished runs delete their checkpoints, so only an interrupted run leaves one.
-    """
-    import pyarrow.fs as pafs
-
-    fs, base = results.location(sweep_uri)
-    found = []
-    try:
-        for run in fs.get_file_info(pafs.FileSelector(f"{base}/_ray", allow_not_found=True)):
-            if run.type != pafs.FileType.Directory:
-                continue
-            trial_dir = pafs.FileSelector(f"{run.path}/{trial_id}", allow_not_found=True)
-            found += [
-                info
-                for info in fs.get_file_info(trial_dir)
-                if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
-            ]
-        if not found:
-            return False
-        newest = max(found, key=lambda info: (info.mtime_ns or 0, info.path))
-        pafs.copy_files(newest.path, into, source_filesystem=fs,
-                        destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
-    except OSError:
-        return False  # no usable checkpoint: the trial starts from scratch
-    return True
 
 
 def _metrics(row: dict[str, Any], metric: str, worst: float) -> dict[str, Any]:
     out = {m: row[m] for m in METRICS if row.get(m) is not None}
     out["status"] = row["status"]
+    if row.get("error"):
+        out["error"] = row["error"].splitlines()[0][:300]
     if row["status"] != "ok" or out.get(metric) is None:
         out[metric] = worst  # the searcher needs a number; failures rank last
     return out
@@ -292,35 +270,57 @@ def run_trial_on_workers(
 @dataclass
 class RunSummary:
     plan: Plan
-    started: int
+    started: int  # trials this run set out to run
     seconds: float
     rows: Any  # pandas.DataFrame of this space's trials
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (trial_id, error), this run
+    finished: int = 0  # trials of this run that ended (ok, failed or outside constraints)
+
+    @property
+    def unfinished(self) -> int:
+        """Trials left running or pending when the run was interrupted (Ctrl+C)."""
+        return max(0, self.started - self.finished)
 
 
 def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None = None,
               *, select: Select | None = None) -> RunSummary:  # fmt: skip
     """Run every trial of `space` that has no row yet (no ok row, with --retry-failed);
-    `select` keeps some of its cells only (`--subsample`)."""
-    plan = make_plan(space, options.results, retry_failed=options.retry_failed, select=select)
+    `select` keeps some of its cells only (`--subsample`).
+
+    Raises LeaseHeld (a SweeperError) at once when another driver runs the same sweep.
+    """
     t0 = time.monotonic()
-    if plan.budget == 0:
-        return RunSummary(plan, 0, 0.0, _rows_of(plan))
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no json/csv/tbx files
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    owned = _init_ray(options)
-    try:
-        _fit(plan, options, trial_fn)
-    finally:
-        if owned:
-            import ray
+    with results.Lease(sweep_uri_of(space, options.results)) as lease:
+        plan = make_plan(space, options.results, retry_failed=options.retry_failed, select=select)
+        if plan.budget == 0:
+            return RunSummary(plan, 0, 0.0, _rows_of(plan))
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no json/csv/tbx
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        owned = _init_ray(options)
+        try:
+            from sweeper.sweep.storage import check_shared_store
 
-            ray.shutdown()
-    return RunSummary(plan, plan.budget, time.monotonic() - t0, _rows_of(plan))
+            check_shared_store(plan.sweep_uri)
+            progress = _fit(plan, options, trial_fn, lease=lease)
+        finally:
+            if owned:
+                import ray
+
+                ray.shutdown()
+    if lease.lost:
+        holder = lease.taken_by.describe() if lease.taken_by else "unknown"
+        raise SweeperError(f"{plan.sweep_uri}: another driver took this sweep over ({holder}); "
+                           "this one stopped")  # fmt: skip
+    return RunSummary(plan, plan.budget, time.monotonic() - t0, _rows_of(plan),
+                      failed=progress.failures(), finished=len(progress.finished))  # fmt: skip
 
 
-def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
+def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
+         lease: results.Lease | None = None) -> Any:  # fmt: skip
+    """Run the plan's trials on Tune; return the SweepProgress that saw them."""
     from ray import tune
 
+    from sweeper.sweep.checkpoints import drop_checkpoints
     from sweeper.sweep.progress import SweepProgress
     from sweeper.sweep.search import optuna_search
 
@@ -374,7 +374,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
                                       trial_name_creator=_dirname,
                                       reuse_actors=False)  # fmt: skip
     else:
-        param_space = {"trial": tune.grid_search([c.model_dump_json() for c in plan.to_run])}
+        param_space = {PARAM: tune.grid_search([c.model_dump_json() for c in plan.to_run])}
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=options.max_concurrent,
                                       trial_dirname_creator=_dirname,
                                       trial_name_creator=_dirname,
@@ -385,6 +385,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
         verbose=0,
         progress_reporter=None,
         callbacks=[progress],
+        stop=_lease_stopper(lease) if lease is not None else None,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         **storage,
@@ -392,42 +393,55 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None) -> None:
     tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                        run_config=run_config)  # fmt: skip
     with progress:
-        grid = tuner.fit()
-    _record_lost_trials(plan, grid)
+        tuner.fit()
+    _record_lost_trials(plan, progress.lost.values())
     # Ctrl+C (SIGINT) or SIGUSR1 ends tuner.fit() normally, its running trials marked
     # TERMINATED: keep the checkpoints unless every trial made its final report (or errored)
-    if all(r.error is not None or "status" in (r.metrics or {}) for r in grid):
-        _drop_checkpoints(fs, f"{base}/_ray/{run_config.name}")
+    if len(progress.finished) >= plan.budget:
+        drop_checkpoints(fs, f"{base}/_ray/{run_config.name}")
+    return progress
 
 
-def _drop_checkpoints(fs: Any, run_dir: str) -> None:
-    """A finished run's checkpoints have served their purpose (retries); free the space."""
-    import pyarrow.fs as pafs
+def _lease_stopper(lease: results.Lease) -> Any:
+    """A Tune stopper that ends the whole run once another driver took the sweep over."""
+    from ray import tune
 
-    try:
-        for info in fs.get_file_info(pafs.FileSelector(run_dir, recursive=True)):
-            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
-                fs.delete_dir(info.path)
-    except OSError:
-        pass  # disk space, not correctness: never fail a finished sweep over it
+    class LeaseStopper(tune.Stopper):
+        def __init__(self, lease: results.Lease) -> None:
+            self.lease: results.Lease | None = lease
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.lease is not None and self.lease.lost
+
+        def __getstate__(self) -> dict[str, Any]:  # Tune saves its run config: not the lease
+            return {"lease": None}
+
+    return LeaseStopper(lease)
 
 
 def _dirname(trial: Any) -> str:
-    config = trial.config.get("trial")
+    config = trial.config.get(PARAM)
     if isinstance(config, str):
         return TrialConfig.model_validate_json(config).trial_id
     return f"trial-{trial.trial_id}"
 
 
-def _record_lost_trials(plan: Plan, grid: Any) -> None:
-    """A trial whose worker died for good wrote no row: write a failed one for it."""
-    for result in grid:
-        if result.error is None or "trial" not in result.config:
-            continue
-        config = TrialConfig.model_validate_json(result.config["trial"])
-        if results.read_row(plan.sweep_uri, config.trial_id) is None:
-            why = f"{type(result.error).__name__}: {result.error}"
-            _store(plan.sweep_uri, failed_row(config, why), plan.space, plan.varying)
+def _record_lost_trials(plan: Plan, lost: Iterable[tuple[dict[str, Any], str]]) -> None:
+    """A trial whose worker died for good wrote no row: write a failed one for it.
+
+    `lost` holds (Tune params, error line) pairs from the progress callback: Tune's
+    ResultGrid has no config for a trial that died before its first report.
+    """
+    for params, error in lost:
+        try:
+            config = trial_config(plan.space, params)
+        except Exception:  # noqa: BLE001 - params Ray never filled in: nothing to name
+            config = None
+        if config is not None and results.read_row(plan.sweep_uri, config.trial_id) is None:
+            _store(plan.sweep_uri, failed_row(config, error), plan.space, plan.varying)
 
 
 def _rows_of(plan: Plan) -> Any:

@@ -15,6 +15,7 @@ history names a best epoch whose file is there.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +87,35 @@ def prune_best(directory: str | Path, keep: int | None) -> None:
             path.unlink(missing_ok=True)
 
 
+def checkpoint_problem(directory: str | Path) -> str | None:
+    """Why a checkpoint file in `directory` (last.pt, a best-epoch file) cannot be loaded,
+    e.g. truncated by a killed copy; None when all load or there are none. Memory-mapped,
+    so a large checkpoint is not read twice."""
+    for path in sorted(Path(directory).glob("*.pt")):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            return f"{path.name}: {first.split('. ')[0][:300]}"  # torch appends advice
+    return None
+
+
 def load_checkpoint(directory: str | Path | None) -> dict[str, Any] | None:
-    """The last checkpoint in `directory`, or None when there is none."""
+    """The last checkpoint in `directory`, or None when there is none.
+
+    A damaged one is renamed `last.pt.damaged` with a warning and the trial starts from
+    scratch: a truncated file must not turn a trial into a permanent failure.
+    """
     if directory is None:
         return None
     path = Path(directory) / CHECKPOINT_NAME
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        aside = path.with_name(f"{CHECKPOINT_NAME}.damaged")
+        os.replace(path, aside)
+        warnings.warn(f"{path} is damaged ({type(err).__name__}); moved to {aside.name}, "
+                      "training starts from scratch", stacklevel=2)  # fmt: skip
+        return None

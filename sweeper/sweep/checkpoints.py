@@ -1,0 +1,112 @@
+"""A trial's per-epoch checkpoints in the store: restore the newest, set damaged ones aside,
+drop them once a run has finished.
+
+Ray Tune uploads each epoch's checkpoint to RESULTS/<sweep>/_ray/<run>/<trial_id>/checkpoint_N/.
+Within a run, a retried trial gets its last one from `tune.get_checkpoint()`; a trial that was
+running when its driver died goes on, in the next run, from the newest one that run left. A
+copy cut short by a kill holds a truncated `last.pt`: it is renamed `damaged_checkpoint_N`
+(kept for inspection, never restored again, `--retry-failed` included) and the trial starts
+from scratch instead of failing for good. Once a trial has its row, the checkpoints earlier
+runs left for it are dead weight and go too.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from sweeper import results
+
+log = logging.getLogger(__name__)
+PREFIX = "checkpoint_"
+DAMAGED_PREFIX = "damaged_"
+
+
+def restore(sweep_uri: str, trial_id: str, workdir: str) -> str | None:
+    """Fill `workdir` with the trial's newest checkpoint, if any. Returns a warning (and
+    leaves `workdir` empty) when that checkpoint is damaged."""
+    from ray import tune
+
+    from sweeper.training.checkpoint import checkpoint_problem
+
+    checkpoint = tune.get_checkpoint()
+    source: tuple[Any, str] | None = None
+    if checkpoint is not None:  # a Ray retry within this run: its last reported epoch
+        checkpoint.to_directory(workdir)
+    else:  # a run after a killed driver: where that run left this trial
+        source = previous_checkpoint(sweep_uri, trial_id, workdir)
+    problem = checkpoint_problem(workdir)
+    if problem is None:
+        return None
+    shutil.rmtree(workdir)
+    Path(workdir).mkdir()
+    where = checkpoint.path if checkpoint is not None else "a restored checkpoint"
+    if source is not None:  # a previous run's copy: set it aside (Ray tracks its own ones)
+        fs, path = source
+        parent, name = path.rsplit("/", 1)
+        try:
+            fs.move(path, f"{parent}/{DAMAGED_PREFIX}{name}")
+            where = f"{path} (moved to {DAMAGED_PREFIX}{name})"
+        except OSError as err:
+            where = path
+            log.warning("could not move the damaged checkpoint %s aside: %s", path, err)
+    message = f"damaged checkpoint {where}: {problem}; the trial starts from scratch"
+    log.warning(message)
+    return message
+
+
+def previous_checkpoint(sweep_uri: str, trial_id: str, into: str) -> tuple[Any, str] | None:
+    """Copy the newest checkpoint an earlier run left for this trial into `into`; return
+    (filesystem, path) of what was copied, or None when there was nothing usable.
+
+    Finished runs delete their checkpoints, so only an interrupted run leaves one.
+    """
+    fs, base = results.location(sweep_uri)
+    found = []
+    try:
+        for run in fs.get_file_info(pafs.FileSelector(f"{base}/_ray", allow_not_found=True)):
+            if run.type != pafs.FileType.Directory:
+                continue
+            trial_dir = pafs.FileSelector(f"{run.path}/{trial_id}", allow_not_found=True)
+            found += [
+                info
+                for info in fs.get_file_info(trial_dir)
+                if info.type == pafs.FileType.Directory and info.base_name.startswith(PREFIX)
+            ]
+        if not found:
+            return None
+        newest = max(found, key=lambda info: (info.mtime_ns or 0, info.path))
+        pafs.copy_files(newest.path, into, source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+    except OSError:
+        return None  # no usable checkpoint: the trial starts from scratch
+    return fs, newest.path
+
+
+def drop_other_runs(sweep_uri: str, trial_id: str, current_run: str) -> None:
+    """Remove the checkpoints earlier (killed) runs left for a trial that now has its row.
+
+    Nothing accumulates, and a rerun of a failed trial starts from scratch, as it would
+    after a run that ended normally."""
+    fs, base = results.location(sweep_uri)
+    try:
+        for run in fs.get_file_info(pafs.FileSelector(f"{base}/_ray", allow_not_found=True)):
+            if run.type == pafs.FileType.Directory and run.base_name != current_run:
+                drop_checkpoints(fs, f"{run.path}/{trial_id}")
+    except OSError:
+        pass  # disk space, not correctness
+
+
+def drop_checkpoints(fs: Any, run_dir: str) -> None:
+    """A finished run's checkpoints have served their purpose (retries); free the space."""
+    try:
+        selector = pafs.FileSelector(run_dir, recursive=True, allow_not_found=True)
+        for info in fs.get_file_info(selector):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith(PREFIX):
+                fs.delete_dir(info.path)
+    except OSError:
+        pass  # disk space, not correctness: never fail a finished sweep over it

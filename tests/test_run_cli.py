@@ -1,0 +1,109 @@
+"""`sweeper run` as a batch job sees it: the log when stderr is no terminal, exit codes (0 all
+ok, 1 a trial of this run failed, 2 another driver holds the sweep, 130 Ctrl+C), and two
+drivers started together on one sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import marked_env, tiny_space
+
+from sweeper import results
+
+pytest.importorskip("ray")
+
+SPACE = tiny_space(
+    "cli",
+    """
+axes:
+  - grid:
+      train.lr: [0.05, 1.0e+20]   # the second one diverges (non-finite loss)
+""",
+    train=256,
+)  # 8 steps: enough for the huge learning rate to overflow
+
+
+def _run(space: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sweeper", "run", str(space), "--results", str(out), *extra]
+
+
+def _wait(procs: list[subprocess.Popen], timeout: float) -> list[int]:
+    """Wait for all; return the indices in the order they ended."""
+    order: list[int] = []
+    deadline = time.monotonic() + timeout
+    while len(order) < len(procs):
+        assert time.monotonic() < deadline, "a driver did not end"
+        for i, p in enumerate(procs):
+            if i not in order and p.poll() is not None:
+                order.append(i)
+        time.sleep(0.05)
+    return order
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="cleans up its processes via /proc")
+def test_two_drivers_started_together_one_runs_the_other_exits_2(tmp_path: Path) -> None:
+    space, out = tmp_path / "cli.yaml", tmp_path / "r"
+    space.write_text(SPACE)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    with marked_env() as env:
+        procs = [subprocess.Popen(_run(space, out), env=env, stdout=subprocess.DEVNULL,
+                                  stderr=log.open("w")) for log in logs]  # fmt: skip
+        order = _wait(procs, timeout=900)
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [1, 2], [log.read_text()[-3000:] for log in logs]
+    loser, winner = (codes.index(2), codes.index(1))
+    assert order[0] == loser  # it stopped at once, long before the sweep ended
+    refusal = logs[loser].read_text().strip().splitlines()
+    assert len(refusal) == 1 and refusal[0].startswith("error: ")
+    assert f"another driver runs this sweep (host {os.uname().nodename}, " in refusal[0]
+    assert f"pid {procs[winner].pid}, started " in refusal[0]
+
+    # the winner's log (stderr is a file): a line for each trial's start and end, no ANSI
+    frame = results.read(str(out / "cli"))
+    ok, bad = (frame[frame["status"] == s]["trial_id"].tolist() for s in ("ok", "failed"))
+    assert len(ok) == 1 and len(bad) == 1
+    log = logs[winner].read_text()
+    assert "\x1b" not in log
+    lines = [line.split(" ", 2)[-1] for line in log.splitlines()]
+    for trial_id in ok + bad:
+        assert sum(line.startswith(f"start   {trial_id} ") for line in lines) == 1, log
+    assert any(line.startswith(f"ok      {ok[0]}  clean ") for line in lines), log
+    assert f"failed  {bad[0]}: TrialFailed: diverged: non-finite loss at epoch 1" in lines, log
+    summary = "cli: done 1, running 0, failed 1, pending 0 of 2;"
+    assert any(line.startswith(summary) for line in lines), log
+    last = log.strip().splitlines()[-1]  # after the table: the failures of this run, named
+    assert last.startswith(f"1 trial(s) of this run failed: {bad[0]} (TrialFailed: diverged")
+    # each trial trained once: one Tune run, one row each
+    assert len(list((out / "cli" / "_ray").glob("run-*"))) == 1 and frame["trial_id"].is_unique
+
+    # nothing left to run: exit 0 (the failed row stays failed without --retry-failed)
+    again = subprocess.run(_run(space, out), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="cleans up its processes via /proc")
+def test_ctrl_c_exits_130_and_says_how_many_trials_are_left(tmp_path: Path) -> None:
+    space, out, log = tmp_path / "cli.yaml", tmp_path / "r", tmp_path / "run.log"
+    space.write_text(SPACE.replace("1.0e+20", "0.1"))
+    cmd = _run(space, out, "--max-concurrent", "1", "--set", "train.epochs=1000")
+    with marked_env() as env:
+        # a session of its own, like a terminal's foreground job: Ctrl+C reaches the group
+        driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                                  start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 600
+        while " start " not in log.read_text():
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.05)
+        os.killpg(driver.pid, signal.SIGINT)
+        assert driver.wait(timeout=600) == 130, log.read_text()[-3000:]
+    rows = results.read(str(out / "cli"))
+    assert set(rows["status"]) <= {"ok"}  # an interrupted trial is no failed row
+    tail = log.read_text().strip().splitlines()[-1]
+    assert tail.startswith(f"interrupted: {2 - len(rows)} trial(s) left unfinished"), tail
