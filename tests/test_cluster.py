@@ -54,10 +54,12 @@ def gpu_trial(config: TrialConfig, *, checkpoint_dir: str | None = None, on_epoc
         handle.write(f"{config.trial_id} {node} {gpus}\n")
     if on_epoch is not None:
         on_epoch({"epoch": 1})
-    # The head holds two 0.5-GPU trials at once: wait until three run together, which proves
-    # the second node took one (a fixed sleep let a loaded machine run them all on the head).
+    # The head holds two 0.5-GPU trials at once and the second node four: wait until all six
+    # run together, which needs both nodes. Waiting for fewer raced: on a loaded machine the
+    # second node's trials finished before the head's actors came up, and Tune gave the last
+    # trials to those (reused) actors, so every trial ran on one node.
     deadline = time.monotonic() + 300
-    while len(Path(LOG).read_text().splitlines()) < 3 and time.monotonic() < deadline:
+    while len(Path(LOG).read_text().splitlines()) < 6 and time.monotonic() < deadline:
         time.sleep(0.1)
     row = empty_row()
     now = datetime.now(timezone.utc)

@@ -388,3 +388,21 @@ def test_a_failure_never_replaces_an_ok_row_written_meanwhile(tmp_path: Path) ->
     path = space_file(tmp_path, "race", "axes:\n  - grid: {arch.activation: [relu]}\n")
     summary = run_sweep(load(path), RunOptions(results=str(out), progress=False), racing_trial)
     assert list(summary.rows["status"]) == ["ok"]
+
+
+def test_a_trial_reads_cifar_from_the_drivers_data_folder(tmp_path: Path, monkeypatch) -> None:
+    """`sweeper run` from a folder holding data/cifar-10-batches-py: Tune runs each trial in
+    a working folder of its own, yet the default ./data is the driver's."""
+    from test_data import write_cifar10
+
+    write_cifar10(tmp_path / "data", per_batch=12)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SWEEPER_DATA", raising=False)
+    path = tmp_path / "cifar.yaml"
+    path.write_text(
+        tiny_space("cifar").replace("dataset: synthetic, image_size: 8", "dataset: cifar10")
+    )
+    summary = run_sweep(load(path), RunOptions(results="r", progress=False))
+    row = summary.rows.iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["dataset"] == "cifar10"

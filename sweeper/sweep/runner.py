@@ -71,11 +71,19 @@ def _numbers(record: dict[str, Any]) -> dict[str, Any]:
 
 def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
                trial_fn: TrialFn | None, varying: Sequence[str] = (),
-               options: RunOptions | None = None) -> None:  # fmt: skip
-    """Ray's view of one trial: resolve, restore, run, write the row, report."""
+               options: RunOptions | None = None,
+               data_dir: str | None = None) -> None:  # fmt: skip
+    """Ray's view of one trial: resolve, restore, run, write the row, report.
+
+    `data_dir`: the driver's default data folder, for trials that name none; a node's own
+    absolute $SWEEPER_DATA (exported before its `ray start`) comes first.
+    """
     from ray import tune
 
     from sweeper.sweep import checkpoints, storage, workers
+
+    if data_dir is not None and not os.path.isabs(os.environ.get("SWEEPER_DATA") or "data"):
+        os.environ["SWEEPER_DATA"] = data_dir
 
     search = space.doc.search
     worst = 0.0 if search.mode == "max" else 1.0
@@ -320,6 +328,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     """Run the plan's trials on Tune; return the SweepProgress that saw them."""
     from ray import tune
 
+    from sweeper.data import default_data_dir
     from sweeper.sweep.checkpoints import drop_checkpoints
     from sweeper.sweep.progress import SweepProgress
     from sweeper.sweep.search import optuna_search
@@ -333,9 +342,11 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     storage: dict[str, Any] = {"storage_path": f"{base}/_ray"}
     if "://" in plan.sweep_uri:
         storage["storage_filesystem"] = fs
+    # A trial's default data folder is the driver's ($SWEEPER_DATA or ./data, made absolute
+    # here): Tune runs each trial in a working folder of its own, where ./data is nothing
     trainable = tune.with_parameters(_trainable, sweep_uri=plan.sweep_uri, space=space,
-                                     trial_fn=trial_fn, varying=plan.varying,
-                                     options=options)  # fmt: skip
+                                     trial_fn=trial_fn, varying=plan.varying, options=options,
+                                     data_dir=str(default_data_dir().resolve()))  # fmt: skip
     resources: Any = {"cpu": options.cpus_per_trial, "gpu": _gpus_per_trial(options)}
     at_once = None
     most_workers = max((c.runtime.workers for c in plan.to_run), default=_search_workers(space))

@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 
 from sweeper import results
 from sweeper.config import TrialConfig
+from sweeper.sweep.storage import make_scratch
 from sweeper.training.checkpoint import CHECKPOINT_NAME
 
 BACKEND_ENV = "SWEEPER_TORCH_BACKEND"  # e.g. gloo: override nccl-on-GPU / gloo-on-CPU
@@ -129,7 +129,7 @@ def run_on_workers(
         if "://" in sweep_uri:
             storage["storage_filesystem"] = fs
     else:  # Ray Train needs somewhere for its run state; nothing of ours goes there
-        scratch = tempfile.mkdtemp(prefix=f"sweeper-train-{config.trial_id}-")
+        scratch = make_scratch(f"{config.trial_id}-train")
         storage["storage_path"] = scratch
     inbox = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
@@ -227,9 +227,9 @@ def _worker(loop_config: dict[str, Any]) -> None:
     )
     rank = ray.train.get_context().get_world_rank()
     ray.train.report({WORKERS_READY: True})  # a report is a barrier: every worker is up
-    workdir = loop_config["checkpoint_dir"] or tempfile.mkdtemp(prefix="sweeper-worker-")
+    workdir = loop_config["checkpoint_dir"] or make_scratch(f"{config.trial_id}-rank{rank}")
     keep = loop_config["weights"] if rank == 0 else None  # rank 0 keeps the trained weights
-    weights_dir = tempfile.mkdtemp(prefix="sweeper-weights-") if keep == INTO_SWEEP else keep
+    weights_dir = make_scratch(f"{config.trial_id}-weights") if keep == INTO_SWEEP else keep
     sweep_uri = loop_config["sweep_uri"]
     try:
         if loop_config["checkpoint_dir"] is None:
