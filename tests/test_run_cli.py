@@ -107,3 +107,14 @@ def test_ctrl_c_exits_130_and_says_how_many_trials_are_left(tmp_path: Path) -> N
     assert set(rows["status"]) <= {"ok"}  # an interrupted trial is no failed row
     tail = log.read_text().strip().splitlines()[-1]
     assert tail.startswith(f"interrupted: {2 - len(rows)} trial(s) left unfinished"), tail
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """ray.init would retry for minutes; a closed port is one line, at once."""
+    space = tmp_path / "cli.yaml"
+    space.write_text(SPACE)
+    done = subprocess.run(_run(space, tmp_path / "r", "--address", "127.0.0.1:1"),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: --address 127.0.0.1:1: no Ray cluster answers there (")

@@ -371,6 +371,14 @@ def test_an_interrupted_run_keeps_the_checkpoints_of_unfinished_trials(tmp_path:
     assert list(again.rows["status"]) == ["ok"]
     # the trial has its row: its checkpoints, the interrupted run's included, are gone
     assert not list((tmp_path / "r" / "intr" / "_ray").glob("*/*/checkpoint_*"))
+    # what a run interrupted after this trial ended would have left (Tune's checkpoint and
+    # Ray Train's): the next run, with nothing to do, removes both
+    for run, epoch in (("run-killed", 1), ("train", 3)):
+        leftover = tmp_path / "r" / "intr" / "_ray" / run / config.trial_id / f"checkpoint_{epoch}"
+        leftover.mkdir(parents=True)
+        (leftover / "last.pt").write_bytes(b"x")
+    assert run_sweep(load(path), opts, trial_fn=fake_trial).started == 0
+    assert not list((tmp_path / "r" / "intr" / "_ray").glob("*/*/checkpoint_*"))
 
 
 def racing_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,
@@ -390,18 +398,21 @@ def test_a_failure_never_replaces_an_ok_row_written_meanwhile(tmp_path: Path) ->
     assert list(summary.rows["status"]) == ["ok"]
 
 
-def test_a_trial_reads_cifar_from_the_drivers_data_folder(tmp_path: Path, monkeypatch) -> None:
-    """`sweeper run` from a folder holding data/cifar-10-batches-py: Tune runs each trial in
-    a working folder of its own, yet the default ./data is the driver's."""
+@pytest.mark.parametrize("folder", ["data", "cifar"])
+def test_a_trial_reads_cifar_from_the_drivers_data_folder(tmp_path: Path, monkeypatch,
+                                                          folder: str) -> None:  # fmt: skip
+    """`sweeper run` from a folder holding data/cifar-10-batches-py (the default), or one
+    named by a relative runtime.data_dir: Tune runs each trial in a working folder of its
+    own, yet both folders are the driver's."""
     from test_data import write_cifar10
 
-    write_cifar10(tmp_path / "data", per_batch=12)
+    write_cifar10(tmp_path / folder, per_batch=12)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SWEEPER_DATA", raising=False)
     path = tmp_path / "cifar.yaml"
-    path.write_text(
-        tiny_space("cifar").replace("dataset: synthetic, image_size: 8", "dataset: cifar10")
-    )
+    runtime = "" if folder == "data" else f"  runtime: {{data_dir: {folder}}}\n"
+    space = tiny_space("cifar").replace("dataset: synthetic, image_size: 8", "dataset: cifar10")
+    path.write_text(space.replace("base:\n", f"base:\n{runtime}"))
     summary = run_sweep(load(path), RunOptions(results="r", progress=False))
     row = summary.rows.iloc[0]
     assert row["status"] == "ok", row["error"]

@@ -69,6 +69,29 @@ def test_zip_moves_together_and_duplicates_collapse(tmp_path: Path) -> None:
     assert varying_values(configs)[1] == {"arch.depths": [2, 2, 1], "arch.widths": [0.5, 0.5, 0.25]}
 
 
+def test_runtime_settings_may_follow_cells_but_never_make_cells(tmp_path: Path) -> None:
+    """runtime.* says how a trial runs, not what it is (no part of its trial_id): a zip may
+    give big networks more workers, but cells that differ only there, or a sampled runtime
+    key, would silently run as one trial."""
+    per_net = """
+        axes:
+          - zip:
+              arch.activation: [relu, silu]
+              runtime.workers: [1, 2]
+    """
+    assert [c.runtime.workers for c in expand(load(write(tmp_path, per_net)))] == [1, 2]
+    only = "axes:\n  - grid: {runtime.workers: [1, 2]}\n"
+    with pytest.raises(ConfigError, match=r"runtime\.workers: axes: two cells differ only in"):
+        expand(load(write(tmp_path, only)))
+    sampled = """
+        search: {method: optuna, num_samples: 4}
+        axes:
+          - sample: {params: {runtime.workers: {choice: [1, 2]}}}
+    """
+    with pytest.raises(ConfigError, match="runtime.workers cannot be sampled; set it in base"):
+        load(write(tmp_path, sampled))
+
+
 def test_sample_draws_n_points_deterministically(tmp_path: Path) -> None:
     body = """
         axes:

@@ -146,6 +146,7 @@ def test_sharded_evaluation_counts_every_point_once() -> None:
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial functions below
     assert _init_ray(RunOptions(), num_cpus=2)  # the local instance `sweeper run` starts
     yield
     ray.shutdown()
@@ -216,3 +217,29 @@ def test_a_killed_two_worker_trial_resumes_from_its_last_epoch(
     stored = results.load_weights(str(out / "resume"), row["weights"])  # rank 0 stored them
     assert stored.keys() == left["model"].keys()
     assert results.read_row(str(out / "resume"), config.trial_id)["status"] == "ok"
+
+
+def trained_then_failed(config: TrialConfig, *, checkpoint_dir: str | None = None,
+                        on_epoch: Any = None, catch: bool = True,
+                        weights_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Saves its weights as run_trial does before evaluating, then fails as an attack that
+    runs out of memory would."""
+    if weights_dir is not None:
+        torch.save({"w": torch.ones(2)}, Path(weights_dir) / "final.pt")
+    raise RuntimeError("CUDA out of memory")
+
+
+def test_a_two_worker_trial_failing_after_training_keeps_its_weights(
+    local_ray: None, tmp_path: Path
+) -> None:
+    """As a one-worker trial's: the failed row names the trained weights, which
+    `sweeper eval` can then score without training again."""
+    path = tmp_path / "resume.yaml"
+    path.write_text(textwrap.dedent(SPACE).replace("sweep: resume", "sweep: oom"))
+    out = tmp_path / "r"
+    summary = run_sweep(load(path), RunOptions(results=str(out), progress=False, max_failures=0),
+                        trial_fn=trained_then_failed)  # fmt: skip
+    [row] = summary.rows.to_dict("records")
+    assert row["status"] == "failed" and "CUDA out of memory" in row["error"]
+    assert row["weights"] == f"_weights/{row['trial_id']}/final.pt"
+    assert results.load_weights(str(out / "oom"), row["weights"]).keys() == {"w"}

@@ -21,7 +21,13 @@ from sweeper.results.rows import (
     sweep_dir,
     write_row,
 )
-from sweeper.results.weights import WEIGHTS_DIR, load_weights, store_weights, weights_uri
+from sweeper.results.weights import (
+    WEIGHTS_DIR,
+    load_weights,
+    store_weights,
+    stored_weights,
+    weights_uri,
+)
 
 __all__ = [
     "IGNORED_PREFIXES",
@@ -41,6 +47,7 @@ __all__ = [
     "read_table",
     "status_by_id",
     "store_weights",
+    "stored_weights",
     "sweep_dir",
     "weights_uri",
     "write_eval_row",

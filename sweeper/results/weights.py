@@ -34,6 +34,22 @@ def store_weights(sweep_uri: str, trial_id: str, evaluated: str | Path) -> str:
     return f"{WEIGHTS_DIR}/{trial_id}/{source.name}"
 
 
+def stored_weights(sweep_uri: str, trial_id: str, checkpoint: str) -> str | None:
+    """The `weights` value naming a trial's stored file (best.pt for eval.checkpoint best
+    when stored, else final.pt); None when the store holds none for it."""
+    import pyarrow.fs as pafs
+
+    fs, base = location(sweep_uri)
+    for name in ("best.pt", "final.pt") if checkpoint == "best" else ("final.pt",):
+        relative = f"{WEIGHTS_DIR}/{trial_id}/{name}"
+        try:
+            if fs.get_file_info(f"{base}/{relative}").type == pafs.FileType.File:
+                return relative
+        except OSError:
+            return None
+    return None
+
+
 def weights_uri(sweep_uri: str, relative: str) -> str:
     """Where a row's `weights` value points, below the folder holding the row."""
     if relative.startswith("/") or "://" in relative or ".." in relative.split("/"):

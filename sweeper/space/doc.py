@@ -159,7 +159,11 @@ class SpaceDoc(_Strict):
         for axis in axes:
             keys = axis.sample.params if axis.sample else (axis.grid or axis.zip or {})
             for key in keys:
-                parse_path(key)  # ValueError for an empty component
+                parts = parse_path(key)  # ValueError for an empty component
+                if axis.sample and parts[0] == "runtime":
+                    # runtime settings say how a trial runs, not what it is (no part of its
+                    # trial_id), and a search's trials all get the base's resources
+                    raise ValueError(f"sample: {key} cannot be sampled; set it in base:")
         return axes
 
     @model_validator(mode="after")

@@ -250,8 +250,17 @@ def expand(space: SearchSpace) -> list[TrialConfig]:
     for assignments in cells(space):
         for seed in space.doc.seeds:
             config = resolve_cell(space, assignments, seed)
-            if config is not None:
-                out.setdefault(config.trial_id, config)
+            if config is None:
+                continue
+            first = out.setdefault(config.trial_id, config)
+            if first.runtime != config.runtime:  # same trial, told to run two ways
+                keys = [f"runtime.{k}" for k, v in config.runtime if getattr(first.runtime, k) != v]
+                raise ConfigError(
+                    f"axes: two cells differ only in {', '.join(keys)}, which says how a trial "
+                    "runs, not what it is (not part of its trial_id): give each cell one value",
+                    file=space.file,
+                    key=keys[0],
+                )
     return list(out.values())
 
 

@@ -101,6 +101,24 @@ def drop_other_runs(sweep_uri: str, trial_id: str, current_run: str) -> None:
         pass  # disk space, not correctness
 
 
+def drop_finished(sweep_uri: str, finished: set[str]) -> None:
+    """At a run's start: remove what earlier runs left for trials that have their rows now.
+
+    A trial that ended during a run later interrupted (Ctrl+C, a time limit) keeps the
+    checkpoints of that run, and no later run would touch them again. One listing per
+    earlier run (Ray Train's `train/` folder included)."""
+    fs, base = results.location(sweep_uri)
+    try:
+        for run in fs.get_file_info(pafs.FileSelector(f"{base}/_ray", allow_not_found=True)):
+            if run.type != pafs.FileType.Directory:
+                continue
+            for trial in fs.get_file_info(pafs.FileSelector(run.path, allow_not_found=True)):
+                if trial.type == pafs.FileType.Directory and trial.base_name in finished:
+                    drop_checkpoints(fs, trial.path)
+    except OSError:
+        pass  # disk space, not correctness
+
+
 def drop_checkpoints(fs: Any, run_dir: str) -> None:
     """A finished run's checkpoints have served their purpose (retries); free the space."""
     try:

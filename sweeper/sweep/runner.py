@@ -72,18 +72,16 @@ def _numbers(record: dict[str, Any]) -> dict[str, Any]:
 def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
                trial_fn: TrialFn | None, varying: Sequence[str] = (),
                options: RunOptions | None = None,
-               data_dir: str | None = None) -> None:  # fmt: skip
+               driver_dirs: tuple[str, str] | None = None) -> None:  # fmt: skip
     """Ray's view of one trial: resolve, restore, run, write the row, report.
 
-    `data_dir`: the driver's default data folder, for trials that name none; a node's own
-    absolute $SWEEPER_DATA (exported before its `ray start`) comes first.
+    `driver_dirs`: the driver's (working folder, default data folder): a relative
+    runtime.data_dir is the driver's, and so is the default unless the node set its own.
     """
     from ray import tune
 
+    from sweeper.data import adopt_data_dir
     from sweeper.sweep import checkpoints, storage, workers
-
-    if data_dir is not None and not os.path.isabs(os.environ.get("SWEEPER_DATA") or "data"):
-        os.environ["SWEEPER_DATA"] = data_dir
 
     search = space.doc.search
     worst = 0.0 if search.mode == "max" else 1.0
@@ -91,6 +89,13 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
     if config is None:  # outside the space's constraints: nothing to train
         tune.report({search.metric: worst, "status": "constrained"})
         return
+    if driver_dirs is not None:
+        cwd, default = driver_dirs
+        adopt_data_dir(default)
+        named = config.runtime.data_dir
+        if named and not os.path.isabs(named):
+            runtime = config.runtime.model_copy(update={"data_dir": os.path.join(cwd, named)})
+            config = config.model_copy(update={"runtime": runtime})
     previous = results.read_row(sweep_uri, config.trial_id)
     if previous is not None and previous["status"] == "ok":  # e.g. Optuna suggested it again
         tune.report(_metrics(previous, search.metric, worst))
@@ -130,6 +135,9 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
                                weights_dir=os.path.join(workdir, "weights"))  # fmt: skip
         except Exception as err:  # noqa: BLE001 - a trial's bug is its row, not the sweep's end
             row = failed_row(config, f"{type(err).__name__}: {err}")
+            if config.runtime.workers > 1:  # rank 0 stored what it trained before failing
+                row["weights"] = results.stored_weights(sweep_uri, config.trial_id,
+                                                        config.eval.checkpoint)  # fmt: skip
         kept = results.read_row(sweep_uri, config.trial_id) if row["status"] != "ok" else None
         if kept is not None and kept["status"] == "ok":
             row = kept  # never replace an ok row (a second driver's) with a failure
@@ -166,7 +174,13 @@ def _init_ray(options: RunOptions, **init_args: Any) -> bool:
     quiet: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR,
                                  log_to_driver=False, **init_args)  # fmt: skip
     if options.address:  # a cluster someone started: join it as it is
-        ray.init(address=options.address, **quiet)
+        _check_reachable(options.address)
+        try:
+            ray.init(address=options.address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as err:  # no cluster there
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise SweeperError(f"--address {options.address}: cannot join a Ray cluster: "
+                               f"{first}") from None  # fmt: skip
         return True
     # "local": a private instance for this run, never a cluster found on the machine, and
     # reachable from this machine only. Ray's C++ servers (GCS, the raylet's node and object
@@ -194,6 +208,30 @@ def _init_ray(options: RunOptions, **init_args: Any) -> bool:
             "the local Ray instance listens beyond localhost (node address %s)", gcs_host
         )
     return True
+
+
+def _check_reachable(address: str, timeout: float = 20.0) -> None:
+    """One line, within `timeout`, when the cluster's address has no listener: ray.init
+    would retry for many minutes (a dead cluster's address left in /tmp/ray for `auto`).
+    ray:// addresses are left to Ray."""
+    import socket
+
+    given = address
+    if address == "auto":  # where ray.init would look: $RAY_ADDRESS, then the last ray start
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address(address) or address
+        except Exception:  # noqa: BLE001 - none found: ray.init says so, in its own words
+            return
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        shown = given if given == address else f"{given} ({address})"
+        raise SweeperError(f"--address {shown}: no Ray cluster answers there ({err})") from None
 
 
 def _gpus_per_trial(options: RunOptions) -> float:
@@ -300,6 +338,9 @@ def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None 
     t0 = time.monotonic()
     with results.Lease(sweep_uri_of(space, options.results)) as lease:
         plan = make_plan(space, options.results, retry_failed=options.retry_failed, select=select)
+        from sweeper.sweep.checkpoints import drop_finished
+
+        drop_finished(plan.sweep_uri, set(plan.existing) - {c.trial_id for c in plan.to_run})
         if plan.budget == 0:
             return RunSummary(plan, 0, 0.0, _rows_of(plan))
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no json/csv/tbx
@@ -342,11 +383,12 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     storage: dict[str, Any] = {"storage_path": f"{base}/_ray"}
     if "://" in plan.sweep_uri:
         storage["storage_filesystem"] = fs
-    # A trial's default data folder is the driver's ($SWEEPER_DATA or ./data, made absolute
-    # here): Tune runs each trial in a working folder of its own, where ./data is nothing
+    # Data folders are the driver's ($SWEEPER_DATA or ./data, and a relative runtime.data_dir,
+    # made absolute here): Tune runs each trial in a working folder of its own
+    driver_dirs = (os.getcwd(), str(default_data_dir().resolve()))
     trainable = tune.with_parameters(_trainable, sweep_uri=plan.sweep_uri, space=space,
                                      trial_fn=trial_fn, varying=plan.varying, options=options,
-                                     data_dir=str(default_data_dir().resolve()))  # fmt: skip
+                                     driver_dirs=driver_dirs)  # fmt: skip
     resources: Any = {"cpu": options.cpus_per_trial, "gpu": _gpus_per_trial(options)}
     at_once = None
     most_workers = max((c.runtime.workers for c in plan.to_run), default=_search_workers(space))

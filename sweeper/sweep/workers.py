@@ -106,13 +106,17 @@ def run_on_workers(
     from sweeper.data import default_data_dir
 
     gpu = uses_gpus(config)
-    # Ray Train moves its workers into a folder of its own: a relative data folder (the
-    # default ./data) is resolved here, where the caller's working directory holds
-    data_dir = Path(config.runtime.data_dir or default_data_dir()).resolve()
-    runnable = config.model_copy(
-        update={"runtime": config.runtime.model_copy(update={"data_dir": str(data_dir)})}
-    )
+    # Ray Train moves its workers into a folder of its own: a relative data folder is
+    # resolved here, where the caller's working directory holds; a worker on a node with an
+    # absolute $SWEEPER_DATA of its own reads that (sweeper.data.adopt_data_dir)
+    runnable = config
+    if config.runtime.data_dir is not None:
+        data_dir = str(Path(config.runtime.data_dir).resolve())
+        runnable = config.model_copy(
+            update={"runtime": config.runtime.model_copy(update={"data_dir": data_dir})}
+        )
     loop_config = {
+        "data_default": str(default_data_dir().resolve()),
         "trial": runnable.model_dump_json(),
         "asked": config.canonical_json(),
         "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir is not None else None,
@@ -194,7 +198,10 @@ def _forwarder(inbox: Any) -> Any:
     class Forward(UserCallback):
         def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                          checkpoint: Any) -> None:  # fmt: skip
-            inbox.put(metrics[0])
+            # rank 0's report, which alone carries the row (Ray Train may hand over the
+            # surviving ranks' reports only, so the first need not be rank 0's)
+            rows = [m for m in metrics if m.get(_ROW) is not None]
+            inbox.put(rows[0] if rows else metrics[0])
 
     return Forward()
 
@@ -218,8 +225,10 @@ def _worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from sweeper.data import adopt_data_dir
     from sweeper.trial import run_trial
 
+    adopt_data_dir(loop_config["data_default"])
     config = TrialConfig.model_validate_json(loop_config["trial"])
     device = str(ray.train.torch.get_device())  # this worker's GPU (or the CPU)
     config = config.model_copy(
@@ -247,8 +256,13 @@ def _worker(loop_config: dict[str, Any]) -> None:
                              checkpoint_upload_fn=upload)  # fmt: skip
 
         trial = loop_config["trial_fn"] or run_trial
-        row = trial(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=False,
-                    weights_dir=weights_dir)  # fmt: skip
+        try:
+            row = trial(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=False,
+                        weights_dir=weights_dir)  # fmt: skip
+        except Exception:
+            if keep == INTO_SWEEP:  # trained, then an attack failed: keep the training
+                _keep_trained(sweep_uri, config, weights_dir)
+            raise
         row["config"] = loop_config["asked"]  # as asked: "auto", not this worker's "cuda:3"
         if keep == INTO_SWEEP and row.get("weights"):  # from here: the driver may be elsewhere
             row["weights"] = results.store_weights(sweep_uri, config.trial_id, row["weights"])
@@ -258,6 +272,19 @@ def _worker(loop_config: dict[str, Any]) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
         if keep == INTO_SWEEP and weights_dir is not None:
             shutil.rmtree(weights_dir, ignore_errors=True)
+
+
+def _keep_trained(sweep_uri: str, config: TrialConfig, folder: str) -> None:
+    """Rank 0, when the trial raised: weights it saved before an evaluation that then failed
+    go to the store all the same (the failed row names them, as a one-worker trial's does),
+    so `sweeper eval` can score them without training again."""
+    files = {p.name for p in Path(folder).glob("*.pt")}
+    if "final.pt" not in files:
+        return  # training itself failed: nothing trained to keep
+    best = config.eval.checkpoint == "best" and "best.pt" in files
+    results.store_weights(
+        sweep_uri, config.trial_id, Path(folder, "best.pt" if best else "final.pt")
+    )
 
 
 def _uploader(sweep_uri: str | None, trial_id: str) -> Callable[[Any, str], Any] | None:
@@ -277,6 +304,9 @@ def _uploader(sweep_uri: str | None, trial_id: str) -> Callable[[Any, str], Any]
         fs.create_dir(partial, recursive=True)
         pafs.copy_files(checkpoint.path, partial, source_filesystem=checkpoint.filesystem,
                         destination_filesystem=fs)  # fmt: skip
+        if fs.get_file_info(final).type != pafs.FileType.NotFound:
+            # this epoch again: a run killed after uploading it, before Ray Train recorded it
+            fs.delete_dir(final)
         fs.move(partial, final)
         return ray.train.Checkpoint(path=final, filesystem=fs)
 
