@@ -7,11 +7,14 @@ tests/ on sys.path: rootdir-relative imports, no package needed).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -152,3 +155,11 @@ def tiny_space(name: str, body: str = "", *, train: int = 64) -> str:
     """A search space of seconds-long trials (synthetic 8x8 data, one epoch); `body` adds
     axes etc. below the base."""
     return TINY_SPACE.format(name=name, train=train) + body
+
+
+def log_dir(prefix: str) -> str:
+    """A folder for what Ray workers of a test module log (a fixed path: they capture it by
+    value), removed when the test session ends."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path

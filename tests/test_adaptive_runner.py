@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import log_dir
 
 ray = pytest.importorskip("ray")
 
@@ -28,7 +28,7 @@ from sweeper.space import expand, load  # noqa: E402
 from sweeper.sweep.runner import RunOptions, _init_ray, run_sweep  # noqa: E402
 from sweeper.sweep.subsample import subsample_selector  # noqa: E402
 
-LOG_DIR = tempfile.mkdtemp(prefix="sweeper-test-economics-")  # captured by value in the workers
+LOG_DIR = log_dir("sweeper-test-economics-")  # captured by value in the workers
 
 
 def planted_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,

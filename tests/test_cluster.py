@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import log_dir
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -26,7 +26,7 @@ from sweeper.space import load  # noqa: E402
 from sweeper.sweep.runner import RunOptions, run_sweep  # noqa: E402
 from sweeper.sweep.workers import BACKEND_ENV  # noqa: E402
 
-LOG = os.path.join(tempfile.mkdtemp(prefix="sweeper-test-cluster-"), "runs.log")
+LOG = os.path.join(log_dir("sweeper-test-cluster-"), "runs.log")
 STARTS = os.path.join(os.path.dirname(LOG), "starts.log")
 
 SPACE = """

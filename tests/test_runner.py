@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
-from helpers import kill_when, marked_env, tiny_space  # noqa: E402
+from helpers import kill_when, log_dir, marked_env, tiny_space  # noqa: E402
 
 from sweeper import results  # noqa: E402
 from sweeper.config import TrialConfig  # noqa: E402
@@ -28,7 +27,7 @@ from sweeper.schema import empty_row  # noqa: E402
 from sweeper.space import load  # noqa: E402
 from sweeper.sweep.runner import RunOptions, _init_ray, run_sweep  # noqa: E402
 
-LOG_DIR = tempfile.mkdtemp(prefix="sweeper-test-runner-")  # captured by value in the workers
+LOG_DIR = log_dir("sweeper-test-runner-")  # captured by value in the workers
 
 
 def _log(kind: str, config: TrialConfig) -> None:
