@@ -228,7 +228,7 @@ def _check_reachable(address: str, timeout: float = 20.0) -> None:
     if not sep or "://" in address or not port.isdigit():
         return
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as err:
         shown = given if given == address else f"{given} ({address})"
         raise SweeperError(f"--address {shown}: no Ray cluster answers there ({err})") from None
