@@ -7,6 +7,12 @@ class SweeperError(Exception):
     """A problem with the user's input or environment, reported without a traceback."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none): what a
+    one-line report of a library's multi-line error shows."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 class ConfigError(SweeperError):
     """Invalid configuration: names the file (when there is one) and the key path."""
 

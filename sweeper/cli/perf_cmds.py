@@ -54,15 +54,15 @@ def _check_device(device: str) -> None:
     """A device torch cannot name or use here is the user's error: one line, exit 2."""
     import torch
 
-    from sweeper.errors import ConfigError
+    from sweeper.errors import ConfigError, first_line
 
     if device == "auto":
         return
     try:
         torch.zeros(1, device=torch.device(device))
     except (RuntimeError, AssertionError, ValueError) as err:
-        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"cannot use device {device!r} here: {why}", key="--device") from None
+        raise ConfigError(f"cannot use device {device!r} here: {first_line(err)}",
+                          key="--device") from None  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

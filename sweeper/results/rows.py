@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sweeper.errors import SweeperError
+from sweeper.errors import SweeperError, first_line
 from sweeper.results.columns import extra_columns, with_varying
 from sweeper.schema import COLUMNS, SCHEMA, check_row
 
@@ -102,16 +102,12 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 def _dataset(uri: str, schema: pa.Schema = SCHEMA) -> pads.Dataset | None:
     fs, path = location(uri)
     try:
         return _discover(fs, path, schema)
     except (pa.ArrowException, OSError) as err:
-        raise SweeperError(f"{uri}: cannot read result rows: {_first_line(err)}") from None
+        raise SweeperError(f"{uri}: cannot read result rows: {first_line(err)}") from None
 
 
 def _discover(fs: pafs.FileSystem, path: str, schema: pa.Schema) -> pads.Dataset | None:
@@ -194,12 +190,12 @@ def _unreadable(data: pads.Dataset, uri: str, err: BaseException | None,
             names = fragment.physical_schema.names
             fragment.to_table(schema=schema)
         except (pa.ArrowException, OSError) as bad:
-            return SweeperError(f"{fragment.path}: not a readable result row: {_first_line(bad)}")
+            return SweeperError(f"{fragment.path}: not a readable result row: {first_line(bad)}")
         if "trial_id" not in names or "status" not in names:
             return SweeperError(
                 f"{fragment.path}: not a sweeper result row (no trial_id or status column)"
             )
-    why = _first_line(err) if err is not None else "rows without a trial_id or status"
+    why = first_line(err) if err is not None else "rows without a trial_id or status"
     return SweeperError(f"{uri}: cannot read result rows: {why}")
 
 
@@ -234,5 +230,5 @@ def read_one(fs: pafs.FileSystem, final: str, schema: pa.Schema) -> dict[str, An
             return None
         rows = pq.read_table(final, filesystem=fs, schema=schema).to_pylist()
     except (pa.ArrowException, OSError) as err:
-        raise SweeperError(f"{final}: not a readable result row: {_first_line(err)}") from None
+        raise SweeperError(f"{final}: not a readable result row: {first_line(err)}") from None
     return rows[0] if rows else None

@@ -24,7 +24,7 @@ from typing import Any
 
 from sweeper import results
 from sweeper.config import TrialConfig
-from sweeper.errors import SweeperError
+from sweeper.errors import SweeperError, first_line
 from sweeper.space import METRICS, SearchSpace
 from sweeper.sweep.plan import (
     PARAM,
@@ -178,9 +178,8 @@ def _init_ray(options: RunOptions, **init_args: Any) -> bool:
         try:
             ray.init(address=options.address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as err:  # no cluster there
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             raise SweeperError(f"--address {options.address}: cannot join a Ray cluster: "
-                               f"{first}") from None  # fmt: skip
+                               f"{first_line(err)[:300]}") from None  # fmt: skip
         return True
     # "local": a private instance for this run, never a cluster found on the machine, and
     # reachable from this machine only. Ray's C++ servers (GCS, the raylet's node and object

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from sweeper.errors import first_line
+
 CHECKPOINT_NAME = "last.pt"
 BEST_PREFIX = "best-epoch"
 
@@ -95,8 +97,7 @@ def checkpoint_problem(directory: str | Path) -> str | None:
         try:
             torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            return f"{path.name}: {first.split('. ')[0][:300]}"  # torch appends advice
+            return f"{path.name}: {first_line(err).split('. ')[0][:300]}"  # torch appends advice
     return None
 
 
