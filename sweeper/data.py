@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from sweeper.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # attribute access only: importing sweeper.config would pull in the model zoo
-    from sweeper.config import DataConfig
+    from sweeper.config import DataConfig, TrialConfig
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -54,6 +54,18 @@ class Dataset:
 def default_data_dir() -> Path:
     """$SWEEPER_DATA when set, else ./data (relative to the working directory)."""
     return Path(os.environ.get("SWEEPER_DATA") or "data")
+
+
+def anchor_data_dir(config: TrialConfig, cwd: str) -> TrialConfig:
+    """`config` with a relative runtime.data_dir made absolute against `cwd`, the working
+    folder of whoever started the run: Ray runs trials and workers in folders of their own."""
+    named = config.runtime.data_dir
+    if not named or os.path.isabs(named):
+        return config
+    absolute = os.path.abspath(os.path.join(cwd, named))
+    return config.model_copy(
+        update={"runtime": config.runtime.model_copy(update={"data_dir": absolute})}
+    )
 
 
 def adopt_data_dir(default: str) -> None:

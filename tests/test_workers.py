@@ -224,7 +224,8 @@ def trained_then_failed(config: TrialConfig, *, checkpoint_dir: str | None = Non
                         weights_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Saves its weights as run_trial does before evaluating, then fails as an attack that
     runs out of memory would."""
-    if weights_dir is not None:
+    if weights_dir is not None:  # as trial.save_weights: the folder need not exist yet
+        Path(weights_dir).mkdir(parents=True, exist_ok=True)
         torch.save({"w": torch.ones(2)}, Path(weights_dir) / "final.pt")
     raise RuntimeError("CUDA out of memory")
 

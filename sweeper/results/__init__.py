@@ -19,6 +19,7 @@ from sweeper.results.rows import (
     read_table,
     status_by_id,
     sweep_dir,
+    write_atomic,
     write_row,
 )
 from sweeper.results.weights import (
@@ -50,6 +51,7 @@ __all__ = [
     "stored_weights",
     "sweep_dir",
     "weights_uri",
+    "write_atomic",
     "write_eval_row",
     "write_row",
 ]

@@ -153,11 +153,8 @@ class AdaptiveOrder:
 def write_summary(sweep_uri: str, summary: dict[str, Any]) -> None:
     """Replace the sweep's adaptive summary (a temporary name, then a rename)."""
     fs, base = results.location(sweep_uri)
-    fs.create_dir(base, recursive=True)
-    temp, final = f"{base}/.{SUMMARY_FILE}.tmp", f"{base}/{SUMMARY_FILE}"
-    with fs.open_output_stream(temp) as stream:
-        stream.write(json.dumps(summary, indent=1, default=str).encode())
-    fs.move(temp, final)
+    data = json.dumps(summary, indent=1, default=str).encode()
+    results.write_atomic(fs, f"{base}/{SUMMARY_FILE}", lambda stream: stream.write(data))
 
 
 def read_summary(sweep_uri: str) -> dict[str, Any] | None:

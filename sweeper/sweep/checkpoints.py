@@ -68,14 +68,11 @@ def previous_checkpoint(sweep_uri: str, trial_id: str, into: str) -> tuple[Any, 
     fs, base = results.location(sweep_uri)
     found = []
     try:
-        for run in fs.get_file_info(pafs.FileSelector(f"{base}/_ray", allow_not_found=True)):
-            if run.type != pafs.FileType.Directory:
-                continue
-            trial_dir = pafs.FileSelector(f"{run.path}/{trial_id}", allow_not_found=True)
+        for run in _folders(fs, f"{base}/_ray"):
             found += [
                 info
-                for info in fs.get_file_info(trial_dir)
-                if info.type == pafs.FileType.Directory and info.base_name.startswith(PREFIX)
+                for info in _folders(fs, f"{run.path}/{trial_id}")
+                if info.base_name.startswith(PREFIX)
             ]
         if not found:
             return None
@@ -94,8 +91,8 @@ def drop_other_runs(sweep_uri: str, trial_id: str, current_run: str) -> None:
     after a run that ended normally."""
     fs, base = results.location(sweep_uri)
     try:
-        for run in fs.get_file_info(pafs.FileSelector(f"{base}/_ray", allow_not_found=True)):
-            if run.type == pafs.FileType.Directory and run.base_name != current_run:
+        for run in _folders(fs, f"{base}/_ray"):
+            if run.base_name != current_run:
                 drop_checkpoints(fs, f"{run.path}/{trial_id}")
     except OSError:
         pass  # disk space, not correctness
@@ -109,14 +106,18 @@ def drop_finished(sweep_uri: str, finished: set[str]) -> None:
     earlier run (Ray Train's `train/` folder included)."""
     fs, base = results.location(sweep_uri)
     try:
-        for run in fs.get_file_info(pafs.FileSelector(f"{base}/_ray", allow_not_found=True)):
-            if run.type != pafs.FileType.Directory:
-                continue
-            for trial in fs.get_file_info(pafs.FileSelector(run.path, allow_not_found=True)):
-                if trial.type == pafs.FileType.Directory and trial.base_name in finished:
+        for run in _folders(fs, f"{base}/_ray"):
+            for trial in _folders(fs, run.path):
+                if trial.base_name in finished:
                     drop_checkpoints(fs, trial.path)
     except OSError:
         pass  # disk space, not correctness
+
+
+def _folders(fs: Any, path: str) -> list[Any]:
+    """The folders directly in `path` (none when it does not exist); raises OSError."""
+    listing = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return [info for info in listing if info.type == pafs.FileType.Directory]
 
 
 def drop_checkpoints(fs: Any, run_dir: str) -> None:

@@ -80,7 +80,7 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
     """
     from ray import tune
 
-    from sweeper.data import adopt_data_dir
+    from sweeper.data import adopt_data_dir, anchor_data_dir
     from sweeper.sweep import checkpoints, storage, workers
 
     search = space.doc.search
@@ -92,10 +92,7 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
     if driver_dirs is not None:
         cwd, default = driver_dirs
         adopt_data_dir(default)
-        named = config.runtime.data_dir
-        if named and not os.path.isabs(named):
-            runtime = config.runtime.model_copy(update={"data_dir": os.path.join(cwd, named)})
-            config = config.model_copy(update={"runtime": runtime})
+        config = anchor_data_dir(config, cwd)
     previous = results.read_row(sweep_uri, config.trial_id)
     if previous is not None and previous["status"] == "ok":  # e.g. Optuna suggested it again
         tune.report(_metrics(previous, search.metric, worst))
@@ -103,6 +100,7 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
     if trial_fn is None:
         from sweeper.trial import run_trial as trial_fn
 
+    multi = config.runtime.workers > 1
     workdir = storage.make_scratch(config.trial_id)
     try:
         warning = checkpoints.restore(sweep_uri, config.trial_id, workdir)
@@ -110,23 +108,19 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
 
         def on_epoch(record: dict[str, Any]) -> None:
             metric = record.get("holdout_pgd_acc", worst)
-            tune.report(
-                {**_numbers(record), search.metric: metric, **note},
-                checkpoint=tune.Checkpoint.from_directory(workdir),
-            )
+            # a multi-worker trial's checkpoint is Ray Train's (sweeper.sweep.workers)
+            checkpoint = None if multi else tune.Checkpoint.from_directory(workdir)
+            tune.report({**_numbers(record), search.metric: metric, **note},
+                        checkpoint=checkpoint)  # fmt: skip
 
         def on_ready() -> None:  # a multi-worker trial's workers all run (sweep.admission)
             tune.report({search.metric: worst, workers.WORKERS_READY: config.runtime.workers})
 
-        def on_worker_epoch(record: dict[str, Any]) -> None:  # Ray Train holds the checkpoint
-            metric = record.get("holdout_pgd_acc", worst)
-            tune.report({**_numbers(record), search.metric: metric, **note})
-
         try:
-            if config.runtime.workers > 1:
+            if multi:
                 opts = options or RunOptions()
                 row = workers.run_on_workers(
-                    config, on_epoch=on_worker_epoch, on_ready=on_ready, sweep_uri=sweep_uri,
+                    config, on_epoch=on_epoch, on_ready=on_ready, sweep_uri=sweep_uri,
                     resume_from=workdir, trial_fn=trial_fn, cpus_per_worker=opts.cpus_per_trial,
                     max_failures=opts.max_failures, weights=workers.INTO_SWEEP,
                 )  # fmt: skip
@@ -135,7 +129,7 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
                                weights_dir=os.path.join(workdir, "weights"))  # fmt: skip
         except Exception as err:  # noqa: BLE001 - a trial's bug is its row, not the sweep's end
             row = failed_row(config, f"{type(err).__name__}: {err}")
-            if config.runtime.workers > 1:  # rank 0 stored what it trained before failing
+            if multi:  # rank 0 stored what it trained before failing
                 row["weights"] = results.stored_weights(sweep_uri, config.trial_id,
                                                         config.eval.checkpoint)  # fmt: skip
         kept = results.read_row(sweep_uri, config.trial_id) if row["status"] != "ok" else None
@@ -259,8 +253,8 @@ def _trial_resources(options: RunOptions, search_workers: int) -> Callable[[dict
 
     def per_trial(params: dict[str, Any]) -> Any:
         workers = search_workers
-        if "trial" in params:
-            workers = TrialConfig.model_validate_json(params["trial"]).runtime.workers
+        if PARAM in params:
+            workers = TrialConfig.model_validate_json(params[PARAM]).runtime.workers
         return driver if workers > 1 else one_worker
 
     return per_trial
@@ -396,12 +390,13 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
         at_once = _fits_at_once(most_workers, options)
     trainable = tune.with_resources(trainable, resources)
     search = space.doc.search
+    reuse = most_workers == 1  # a multi-worker trial's actor only drives its workers
+    named = {"trial_dirname_creator": _dirname, "trial_name_creator": _dirname}
     if space.is_search:
         param_space, searcher = optuna_search(plan)
-        concurrent = options.max_concurrent or at_once
         tune_config = tune.TuneConfig(search_alg=searcher, num_samples=plan.budget,
-                                      max_concurrent_trials=concurrent,
-                                      reuse_actors=most_workers == 1)  # fmt: skip
+                                      max_concurrent_trials=options.max_concurrent or at_once,
+                                      reuse_actors=reuse)  # fmt: skip
     elif options.order == "adaptive":  # cells one by one, chosen by a surrogate
         from sweeper.sweep.adaptive_search import AdaptiveSearcher
 
@@ -411,26 +406,19 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
         searcher = AdaptiveSearcher(plan, metric=search.metric, mode=search.mode)
         tune_config = tune.TuneConfig(search_alg=searcher, num_samples=plan.budget,
                                       max_concurrent_trials=options.max_concurrent or at_once,
-                                      trial_dirname_creator=_dirname,
-                                      trial_name_creator=_dirname,
-                                      reuse_actors=most_workers == 1)  # fmt: skip
+                                      reuse_actors=reuse, **named)  # fmt: skip
     elif most_workers > 1:
         from sweeper.sweep.admission import BigFirst
 
         param_space = {}
-        tune_config = tune.TuneConfig(search_alg=BigFirst(plan.to_run, metric=search.metric,
-                                                          mode=search.mode),
-                                      num_samples=len(plan.to_run),
+        searcher = BigFirst(plan.to_run, metric=search.metric, mode=search.mode)
+        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=len(plan.to_run),
                                       max_concurrent_trials=options.max_concurrent,
-                                      trial_dirname_creator=_dirname,
-                                      trial_name_creator=_dirname,
-                                      reuse_actors=False)  # fmt: skip
+                                      reuse_actors=reuse, **named)  # fmt: skip
     else:
         param_space = {PARAM: tune.grid_search([c.model_dump_json() for c in plan.to_run])}
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=options.max_concurrent,
-                                      trial_dirname_creator=_dirname,
-                                      trial_name_creator=_dirname,
-                                      reuse_actors=True)  # fmt: skip
+                                      reuse_actors=reuse, **named)  # fmt: skip
     progress = SweepProgress(plan, metric=search.metric, enabled=options.progress)
     run_config = tune.RunConfig(
         name=f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{os.getpid()}",

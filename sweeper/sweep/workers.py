@@ -103,21 +103,15 @@ def run_on_workers(
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
 
-    from sweeper.data import default_data_dir
+    from sweeper.data import anchor_data_dir, default_data_dir
 
     gpu = uses_gpus(config)
-    # Ray Train moves its workers into a folder of its own: a relative data folder is
-    # resolved here, where the caller's working directory holds; a worker on a node with an
-    # absolute $SWEEPER_DATA of its own reads that (sweeper.data.adopt_data_dir)
-    runnable = config
-    if config.runtime.data_dir is not None:
-        data_dir = str(Path(config.runtime.data_dir).resolve())
-        runnable = config.model_copy(
-            update={"runtime": config.runtime.model_copy(update={"data_dir": data_dir})}
-        )
+    # Ray Train moves its workers into a folder of its own: data folders are resolved here,
+    # where the caller's working directory holds; a worker on a node with an absolute
+    # $SWEEPER_DATA of its own reads that (sweeper.data.adopt_data_dir)
     loop_config = {
         "data_default": str(default_data_dir().resolve()),
-        "trial": runnable.model_dump_json(),
+        "trial": anchor_data_dir(config, os.getcwd()).model_dump_json(),
         "asked": config.canonical_json(),
         "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir is not None else None,
         "sweep_uri": sweep_uri,
@@ -238,7 +232,9 @@ def _worker(loop_config: dict[str, Any]) -> None:
     ray.train.report({WORKERS_READY: True})  # a report is a barrier: every worker is up
     workdir = loop_config["checkpoint_dir"] or make_scratch(f"{config.trial_id}-rank{rank}")
     keep = loop_config["weights"] if rank == 0 else None  # rank 0 keeps the trained weights
-    weights_dir = make_scratch(f"{config.trial_id}-weights") if keep == INTO_SWEEP else keep
+    # into the sweep (where workdir is this worker's scratch): stored from there, as a
+    # one-worker trial's (sweeper.sweep.runner)
+    weights_dir = os.path.join(workdir, "weights") if keep == INTO_SWEEP else keep
     sweep_uri = loop_config["sweep_uri"]
     try:
         if loop_config["checkpoint_dir"] is None:
@@ -261,7 +257,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
                         weights_dir=weights_dir)  # fmt: skip
         except Exception:
             if keep == INTO_SWEEP:  # trained, then an attack failed: keep the training
-                _keep_trained(sweep_uri, config, weights_dir)
+                _keep_trained(sweep_uri, config.trial_id, weights_dir)
             raise
         row["config"] = loop_config["asked"]  # as asked: "auto", not this worker's "cuda:3"
         if keep == INTO_SWEEP and row.get("weights"):  # from here: the driver may be elsewhere
@@ -270,21 +266,16 @@ def _worker(loop_config: dict[str, Any]) -> None:
     finally:
         if loop_config["checkpoint_dir"] is None:
             shutil.rmtree(workdir, ignore_errors=True)
-        if keep == INTO_SWEEP and weights_dir is not None:
-            shutil.rmtree(weights_dir, ignore_errors=True)
 
 
-def _keep_trained(sweep_uri: str, config: TrialConfig, folder: str) -> None:
+def _keep_trained(sweep_uri: str, trial_id: str, folder: str) -> None:
     """Rank 0, when the trial raised: weights it saved before an evaluation that then failed
     go to the store all the same (the failed row names them, as a one-worker trial's does),
-    so `sweeper eval` can score them without training again."""
-    files = {p.name for p in Path(folder).glob("*.pt")}
-    if "final.pt" not in files:
-        return  # training itself failed: nothing trained to keep
-    best = config.eval.checkpoint == "best" and "best.pt" in files
-    results.store_weights(
-        sweep_uri, config.trial_id, Path(folder, "best.pt" if best else "final.pt")
-    )
+    so `sweeper eval` can score them without training again. store_weights copies every
+    file there (best.pt too); the driver names the one the row's checkpoint setting uses."""
+    final = Path(folder, "final.pt")
+    if final.is_file():  # else training itself failed: nothing trained to keep
+        results.store_weights(sweep_uri, trial_id, final)
 
 
 def _uploader(sweep_uri: str | None, trial_id: str) -> Callable[[Any, str], Any] | None:
