@@ -72,7 +72,7 @@ def adopt_data_dir(default: str) -> None:
     """In a Ray worker: make `default` (the driver's default data folder, absolute) this
     process's, unless its node set an absolute $SWEEPER_DATA of its own (a node-local copy).
     Ray runs a trial in a working folder of its own, where ./data means nothing."""
-    if not os.path.isabs(os.environ.get("SWEEPER_DATA") or "data"):
+    if not default_data_dir().is_absolute():
         os.environ["SWEEPER_DATA"] = default
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from sweeper.analysis.tables import fmt_value
+
 MIN_FIT = 3  # observations before a GP is fitted at all
 
 
@@ -76,16 +78,10 @@ def cells_from_leaves(leaves: Sequence[dict[str, Any]]) -> Cells:
     sd = x.std(axis=0)
     x = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     labels = [
-        ", ".join(f"{name}={_fmt(values[i])}" for name, values in factors.items()) or "all"
+        ", ".join(f"{name}={fmt_value(values[i])}" for name, values in factors.items()) or "all"
         for i in range(len(leaves))
     ]
     return Cells(x, names, factors, labels)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _gp(dims: int, fixed: Any, seed: int) -> Any:
@@ -223,7 +219,7 @@ def conclusion(
         out["factors"].append(
             {
                 "factor": name,
-                "best": _fmt(levels[top][1]),
+                "best": fmt_value(levels[top][1]),
                 "probability": float(np.mean(means.argmax(axis=1) == top)),
             }
         )

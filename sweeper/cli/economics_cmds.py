@@ -101,7 +101,7 @@ def check_order(space: SearchSpace, order: str) -> str:
 def adaptive_status(path: str, sweep: str) -> dict[str, Any] | None:
     """The surrogate summary an adaptive run left for `sweep` (PATH is a root or its folder)."""
     from sweeper import results as store
-    from sweeper.sweep.adaptive import read_summary
+    from sweeper.results.summary import read_summary
 
     for where in (store.sweep_dir(path, sweep), path):
         summary = read_summary(where)

@@ -4,7 +4,8 @@ filesystem (a local path or a URI such as s3://...).
 `rows.py` writes rows atomically and reads a sweep back as a table or DataFrame;
 `columns.py` adds a column per varying config key; `weights.py` keeps each trial's trained
 network beside its row; `evals.py` holds the re-evaluation table (`sweeper eval`); `lease.py`
-keeps one driver per sweep (a lease file in the store).
+keeps one driver per sweep (a lease file in the store); `summary.py` the adaptive order's
+summary for `sweeper status`.
 """
 
 from sweeper.results.evals import eval_id, eval_table, read_eval_row, read_evals, write_eval_row

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from sweeper.config import TrialConfig
 from sweeper.schema import COLUMNS
+from sweeper.space.paths import flatten
 
 _SCALARS: dict[type, pa.DataType] = {
     bool: pa.bool_(),
@@ -33,17 +34,6 @@ _SCALARS: dict[type, pa.DataType] = {
     float: pa.float64(),
     str: pa.string(),
 }
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"beta": 6}} -> {"train.beta": 6}; lists stay values."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def identity(config_json: str | None) -> dict[str, Any] | None:

@@ -17,7 +17,6 @@ that is (posterior probabilities), for `sweeper status`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +24,6 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from sweeper import results
 from sweeper.analysis.surrogate import (
     MIN_FIT,
     Surrogate,
@@ -34,7 +32,6 @@ from sweeper.analysis.surrogate import (
     cv_rank_correlation,
 )
 
-SUMMARY_FILE = "_adaptive.json"  # in the sweep's folder; readers skip names starting with _
 REOPTIMIZE = 1.1  # re-estimate the kernel once the finished cells grew by 10%
 
 
@@ -148,20 +145,3 @@ class AdaptiveOrder:
         out.update(concl)
         out["risk"] = 1.0 - concl["best"]["probability"]
         return out
-
-
-def write_summary(sweep_uri: str, summary: dict[str, Any]) -> None:
-    """Replace the sweep's adaptive summary (a temporary name, then a rename)."""
-    fs, base = results.location(sweep_uri)
-    data = json.dumps(summary, indent=1, default=str).encode()
-    results.write_atomic(fs, f"{base}/{SUMMARY_FILE}", lambda stream: stream.write(data))
-
-
-def read_summary(sweep_uri: str) -> dict[str, Any] | None:
-    """The adaptive summary a run left in the sweep's folder, or None."""
-    fs, base = results.location(sweep_uri)
-    try:
-        with fs.open_input_stream(f"{base}/{SUMMARY_FILE}") as stream:
-            return json.loads(stream.read().decode())
-    except (OSError, ValueError):
-        return None

@@ -11,7 +11,8 @@ from ray.tune.search import Searcher
 
 from sweeper import results
 from sweeper.results.match import identity_leaves
-from sweeper.sweep.adaptive import AdaptiveOrder, write_summary
+from sweeper.results.summary import write_summary
+from sweeper.sweep.adaptive import AdaptiveOrder
 
 if TYPE_CHECKING:
     from sweeper.sweep.plan import Plan

@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from sweeper import results
 from sweeper.config import TrialConfig
-from sweeper.results.columns import flatten, varying_keys
+from sweeper.results.columns import varying_keys
 from sweeper.schema import COLUMNS
 from sweeper.space import SearchSpace, expand, resolve_point, search_params
+from sweeper.space.paths import flatten
 
 PARAM = "trial"  # a grid trial's one Tune param: its TrialConfig as JSON
 
