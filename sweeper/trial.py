@@ -219,19 +219,17 @@ def save_weights(directory: str | Path, result: Any, cfg: TrialConfig) -> Path:
     `torch.load(path, weights_only=True)` reads them anywhere): `final.pt`, the weights at
     the end of training (the EMA copy when train.ema is set), and with eval.checkpoint best
     also `best.pt`, the best epoch's. Returns the file the row's metrics are measured on."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    from sweeper.training.checkpoint import save_atomic
+
     last = result.last_state if result.last_state is not None else result.model.state_dict()
     states = {"final": last}
     if result.best_state is not None:
         states["best"] = result.best_state
-    for name, state in states.items():
-        cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-        tmp = directory / f".{name}.pt.tmp"
-        torch.save(cpu, tmp)
-        tmp.replace(directory / f"{name}.pt")
+    for name, state in states.items():  # .cpu(): no copy of what is there already
+        cpu = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        save_atomic(directory, f"{name}.pt", cpu)
     use_best = result.best_state is not None and cfg.eval.checkpoint == "best"
-    return directory / ("best.pt" if use_best else "final.pt")
+    return Path(directory) / ("best.pt" if use_best else "final.pt")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ def set_rng_state(generators: dict[str, torch.Generator], state: dict[str, Any])
         torch.cuda.set_rng_state_all(state["torch_cuda"])
 
 
-def _save_atomic(directory: str | Path, name: str, state: dict[str, Any]) -> Path:
+def save_atomic(directory: str | Path, name: str, state: dict[str, Any]) -> Path:
+    """torch.save `state` as `directory/name` through a temporary name: never a partial file."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
@@ -57,7 +58,7 @@ def _save_atomic(directory: str | Path, name: str, state: dict[str, Any]) -> Pat
 def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     """Write `directory/last.pt` atomically: a reader (or a resume after a kill) sees the
     previous checkpoint or the new one, never a partial file."""
-    return _save_atomic(directory, CHECKPOINT_NAME, state)
+    return save_atomic(directory, CHECKPOINT_NAME, state)
 
 
 def best_path(directory: str | Path, epoch: int) -> Path:
@@ -67,7 +68,7 @@ def best_path(directory: str | Path, epoch: int) -> Path:
 def save_best(directory: str | Path, epoch: int, model_state: dict[str, Any]) -> Path:
     """Write the best epoch's weights beside last.pt, atomically (see the module doc)."""
     state = {"epoch": epoch, "model": model_state}
-    return _save_atomic(directory, best_path(directory, epoch).name, state)
+    return save_atomic(directory, best_path(directory, epoch).name, state)
 
 
 def load_best(directory: str | Path, epoch: int) -> dict[str, Any]:
