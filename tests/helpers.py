@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -155,6 +156,13 @@ def tiny_space(name: str, body: str = "", *, train: int = 64) -> str:
     """A search space of seconds-long trials (synthetic 8x8 data, one epoch); `body` adds
     axes etc. below the base."""
     return TINY_SPACE.format(name=name, train=train) + body
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (a lease or scratch folder's gone owner)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def log_dir(prefix: str) -> str:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import log_dir
+from helpers import log_dir, tiny_space
 
 ray = pytest.importorskip("ray")
 
-from test_subsample import SPACE  # noqa: E402  (a 12-cell grid of tiny networks)
+from test_subsample import AXES  # noqa: E402  (a 12-cell grid of tiny networks)
 
 from sweeper import results  # noqa: E402
 from sweeper.cli import main  # noqa: E402
@@ -63,7 +63,7 @@ def ray_instance() -> Iterator[None]:
 
 def space_file(tmp_path: Path, name: str) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(SPACE.replace("sweep: tiny", f"sweep: {name}"))
+    path.write_text(tiny_space(name, AXES))
     return path
 
 

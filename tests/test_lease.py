@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from helpers import dead_pid
 
 from sweeper.results import Lease, LeaseHeld
 
@@ -20,12 +19,6 @@ def _write_holder(sweep: Path, generation: int, **fields: object) -> None:
               "renewed_at": time.time(), "ttl": 60.0, "token": "theirs", **fields}  # fmt: skip
     (sweep / "_lease").mkdir(parents=True, exist_ok=True)
     (sweep / "_lease" / f"{generation}.json").write_text(json.dumps(holder))
-
-
-def _dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def test_a_second_driver_is_refused_with_the_first_ones_name(tmp_path: Path) -> None:
@@ -40,7 +33,7 @@ def test_a_second_driver_is_refused_with_the_first_ones_name(tmp_path: Path) -> 
 
 
 def test_a_lease_whose_driver_died_is_taken_over_at_once(tmp_path: Path) -> None:
-    _write_holder(tmp_path / "s", 3, pid=_dead_pid())
+    _write_holder(tmp_path / "s", 3, pid=dead_pid())
     lease = Lease(str(tmp_path / "s")).acquire()
     assert lease.generation == 4
     assert sorted(p.name for p in (tmp_path / "s" / "_lease").iterdir()) == ["4.json"]

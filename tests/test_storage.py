@@ -13,23 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import marked_env, tiny_space
+from helpers import dead_pid, marked_env, tiny_space
 
 from sweeper.sweep.storage import clean_scratch, make_scratch, scratch_root
-
-
-def _dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def test_scratch_folders_of_dead_processes_are_removed_at_the_next_start() -> None:
     root = scratch_root()
     root.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname().replace(".", "_")
-    dead = root / f"0123456789abcdef.{host}.{_dead_pid()}.x1"
-    foreign = root / f"0123456789abcdef.another-node.{_dead_pid()}.x2"
+    dead = root / f"0123456789abcdef.{host}.{dead_pid()}.x1"
+    foreign = root / f"0123456789abcdef.another-node.{dead_pid()}.x2"
     for folder in (dead, foreign):
         (folder / "sub").mkdir(parents=True)
         (folder / "sub" / "last.pt").write_bytes(b"x")

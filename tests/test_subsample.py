@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_space
 
 from sweeper import results, space
 from sweeper.cli import main
@@ -19,19 +20,12 @@ from sweeper.sweep.plan import make_plan
 from sweeper.sweep.subsample import stratified, subsample_cells, subsample_selector
 from sweeper.trial import config_columns
 
-SPACE = """
-sweep: tiny
-base:
-  arch: {block: basic, depths: [1, 1, 1], widths: [0.25, 0.25, 0.25]}
-  data: {dataset: synthetic, image_size: 8, synthetic_train: 64, synthetic_test: 32,
-         holdout_size: 16}
-  train: {method: clean, epochs: 1, batch_size: 32}
-  eval: {pgd_steps: 1, cw_steps: 1, aa_size: 0, batch_size: 32}
-axes:
+AXES = """axes:
   - grid:
       arch.depths.0: [1, 2, 3, 4]
       arch.activation: [relu, silu, gelu]
 """
+SPACE = tiny_space("tiny", AXES)
 
 
 def ok_row(config: object, cw: float) -> dict:
