@@ -83,7 +83,7 @@ def make_record(
     name = perf.device_name(device)
     runtime = RuntimeConfig()  # what a trial runs: bf16 training, fp32 evaluation, on CUDA
     bf16 = runtime.bf16 and (method != "pgd20-eval" or not runtime.eval_fp32)
-    precision = "bf16" if loop == "sweeper" and device.type == "cuda" and bf16 else "fp32"
+    precision = "bf16" if loop != "reference" and device.type == "cuda" and bf16 else "fp32"
     ips = timing.images_per_s
     tflops = ips * units_per_image(method) * 2 * macs / 1e12
     peak = perf.peak_bf16_tflops(name)
