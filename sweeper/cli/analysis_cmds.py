@@ -12,7 +12,13 @@ import typer
 
 from sweeper.errors import SweeperError
 
-ACCURACIES = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
+ACCURACIES = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")  # the metric columns, every command's
+
+
+def check_accuracy(option: str, value: str) -> None:
+    """An option naming a metric names one of the accuracy columns, or it is one line."""
+    if value not in ACCURACIES:
+        raise SweeperError(f"{option}: expected one of {', '.join(ACCURACIES)}, got {value!r}")
 
 
 def _analysis(module: str) -> Any:
@@ -158,8 +164,7 @@ def report_cmd(
     rows = _analysis("tables").load(results)
     if metric not in rows:
         raise SweeperError(f"--metric: {metric!r} is not a column of the results")
-    if metric not in ACCURACIES:  # the tables rank networks by an accuracy column only
-        raise SweeperError(f"--metric: expected one of {', '.join(ACCURACIES)}, got {metric!r}")
+    check_accuracy("--metric", metric)  # the tables rank networks by an accuracy column only
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sweeper.cli.analysis_cmds import check_accuracy
 from sweeper.errors import SweeperError
 
 if TYPE_CHECKING:
     from sweeper.space import SearchSpace
     from sweeper.sweep.plan import Select
-
-ACCURACIES = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
 
 
 def fidelity_cmd(
@@ -35,8 +34,7 @@ def fidelity_cmd(
     bootstrap CIs, top-k overlap, and which of the study's conclusions hold at both."""
     from sweeper.analysis import fidelity, tables
 
-    if metric not in ACCURACIES:
-        raise SweeperError(f"--metric: expected one of {', '.join(ACCURACIES)}, got {metric!r}")
+    check_accuracy("--metric", metric)
     check = fidelity.compare(
         tables.load(low),
         tables.load(high),
@@ -69,8 +67,7 @@ def subsample_option(
         return None
     if k is None or source is None:
         raise SweeperError("--subsample K and --from RESULTS/SWEEP go together")
-    if stratify not in ACCURACIES:
-        raise SweeperError(f"--stratify: expected one of {', '.join(ACCURACIES)}, got {stratify!r}")
+    check_accuracy("--stratify", stratify)
     if space.is_search:
         raise SweeperError("--subsample reruns grid cells; this space is an optuna search")
     from sweeper import results as store

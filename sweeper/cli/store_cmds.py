@@ -11,9 +11,8 @@ from typing import Any
 
 import typer
 
+from sweeper.cli.analysis_cmds import ACCURACIES
 from sweeper.errors import SweeperError
-
-METRICS = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
 
 
 def register(app: typer.Typer) -> None:
@@ -133,7 +132,7 @@ def _evaluate_one(sweep: str, row: dict[str, Any], cfg: Any) -> dict[str, Any]:
     eid = results.eval_id(settings, row["weights"])
     stored = results.read_eval_row(sweep, row["trial_id"], eid)
     if stored is not None and stored["status"] == "ok":
-        return {**stored, "training": {m: row.get(m) for m in METRICS}, "reused": True}
+        return {**stored, "training": {m: row.get(m) for m in ACCURACIES}, "reused": True}
     new: dict[str, Any] = dict.fromkeys(EVAL_COLUMNS)
     new.update(sweep=row["sweep"], trial_id=row["trial_id"], eval_id=eid, weights=row["weights"],
                evaluation=json.dumps(settings, sort_keys=True), config=cfg.canonical_json(),
@@ -148,7 +147,7 @@ def _evaluate_one(sweep: str, row: dict[str, Any], cfg: Any) -> dict[str, Any]:
         new.update(status="failed", error=one_line(err))
     new["ended_at"] = datetime.now(timezone.utc)
     results.write_eval_row(sweep, new)
-    return {**new, "training": {m: row.get(m) for m in METRICS}, "reused": False}
+    return {**new, "training": {m: row.get(m) for m in ACCURACIES}, "reused": False}
 
 
 def _print_evals(rows: list[dict[str, Any]], title: str) -> None:
@@ -161,7 +160,7 @@ def _print_evals(rows: list[dict[str, Any]], title: str) -> None:
         table.add_column(col, justify="left" if col in ("trial_id", "weights", "eval_id")
                          else "right")  # fmt: skip
     for r in rows:
-        cells = [f"{_pct(r['training'][m])} -> {_pct(r.get(m))}" for m in METRICS]
+        cells = [f"{_pct(r['training'][m])} -> {_pct(r.get(m))}" for m in ACCURACIES]
         table.add_row(r["trial_id"], r["weights"].rsplit("/", 1)[-1],
                       r["eval_id"] + (" (stored)" if r["reused"] else ""), *cells,
                       str(r.get("aa_n") or "-"))  # fmt: skip
@@ -190,7 +189,7 @@ def export_cmd(
     config = TrialConfig.model_validate_json(row["config"])
     state = results.load_weights(sweep, row["weights"])
     target = out or Path(f"{trial_id}.pt")
-    metrics = {k: row[k] for k in (*METRICS, "clean_n", "pgd_n", "cw_n", "aa_n")}
+    metrics = {k: row[k] for k in (*ACCURACIES, "clean_n", "pgd_n", "cw_n", "aa_n")}
     try:
         save_model(target, config.arch, state, trial_id=trial_id, sweep=row["sweep"],
                    config=row["config"], metrics=metrics, weights=row["weights"],

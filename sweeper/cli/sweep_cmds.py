@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-METRICS = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
+from sweeper.cli.analysis_cmds import ACCURACIES
 
 
 def register(app: typer.Typer) -> None:
@@ -194,7 +194,7 @@ def _compact(value: Any) -> str:
 
 def _records(frame: Any, varying: list[str] | None = None) -> list[dict[str, Any]]:
     keys = _varying(frame) if varying is None else varying
-    cols = ["trial_id", "status", "error", "seed", *keys, "macs", *METRICS, "train_seconds"]
+    cols = ["trial_id", "status", "error", "seed", *keys, "macs", *ACCURACIES, "train_seconds"]
     return json.loads(frame[cols].to_json(orient="records"))
 
 
@@ -223,7 +223,7 @@ def _print_rows(frame: Any, title: str, *, by_id: bool = True,
     for _, r in (frame.sort_values("trial_id") if by_id else frame).iterrows():
         depths = f"{r['depth1']}/{r['depth2']}/{r['depth3']}"
         widths = f"{r['width1']:g}/{r['width2']:g}/{r['width3']:g}"
-        metrics = [_pct(r[m]) for m in METRICS]
+        metrics = [_pct(r[m]) for m in ACCURACIES]
         table.add_row(r["trial_id"], r["status"], str(r["block"]), str(r["activation"]), depths,
                       widths, *(_cell(r[c]) for c in varying), *metrics)  # fmt: skip
     _console().print(table)
