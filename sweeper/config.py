@@ -155,6 +155,10 @@ class RuntimeConfig(_Section):
     workers: int = Field(1, ge=1)
 
 
+# How a trial runs and where its row goes, not what it is: no part of its trial_id
+NOT_IDENTITY = ("runtime", "sweep", "study")
+
+
 class TrialConfig(_Section):
     sweep: str = "adhoc"  # the results folder's name (`run --sweep NAME` renames it)
     study: str | None = None  # the space file's `sweep:` name, kept when a run is renamed
@@ -199,7 +203,7 @@ class TrialConfig(_Section):
 
     def identity(self) -> dict[str, Any]:
         """The config that defines the experiment (no runtime, no sweep or study name)."""
-        return self.model_dump(mode="json", exclude={"runtime", "sweep", "study"})
+        return self.model_dump(mode="json", exclude=set(NOT_IDENTITY))
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -33,7 +33,7 @@ import torch
 from pydantic import ValidationError
 
 import sweeper
-from sweeper.config import TrialConfig
+from sweeper.config import NOT_IDENTITY, TrialConfig
 from sweeper.errors import ConfigError, TrialFailed, from_validation_error
 from sweeper.models.spec import ArchSpec
 from sweeper.provenance import provenance
@@ -280,7 +280,7 @@ def per_stage(values: tuple[Any, ...]) -> str:
 
 def _raw_identity(config: dict[str, Any]) -> dict[str, Any]:
     """Identity columns of a dict that failed validation (see the module docstring)."""
-    ident = {k: v for k, v in config.items() if k not in ("runtime", "sweep", "study")}
+    ident = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
     try:
         blob = json.dumps(ident, sort_keys=True, separators=(",", ":"))
         full = json.dumps(config, sort_keys=True, separators=(",", ":"))

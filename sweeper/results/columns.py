@@ -24,7 +24,7 @@ from typing import Any, Literal, Union
 import pyarrow as pa
 from pydantic import BaseModel
 
-from sweeper.config import TrialConfig
+from sweeper.config import NOT_IDENTITY, TrialConfig
 from sweeper.schema import COLUMNS
 from sweeper.space.paths import flatten
 
@@ -37,14 +37,15 @@ _SCALARS: dict[type, pa.DataType] = {
 
 
 def identity(config_json: str | None) -> dict[str, Any] | None:
-    """A row's `config` JSON as the flat keys that define the trial (no runtime, no sweep)."""
+    """A row's `config` JSON as the flat keys that define the trial (no runtime, sweep or
+    study)."""
     try:
         config = json.loads(config_json) if config_json else None
     except (TypeError, ValueError):
         return None
     if not isinstance(config, dict):
         return None
-    return flatten({k: v for k, v in config.items() if k not in ("runtime", "sweep")})
+    return flatten({k: v for k, v in config.items() if k not in NOT_IDENTITY})
 
 
 def varying_keys(flat_configs: Iterable[dict[str, Any]]) -> list[str]:

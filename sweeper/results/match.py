@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweeper.config import TrialConfig
+from sweeper.config import NOT_IDENTITY, TrialConfig
 from sweeper.space.paths import flatten
 
 FIDELITY_SECTIONS = ("train.", "eval.")
@@ -47,7 +47,7 @@ def identity_leaves(config: TrialConfig | str | dict[str, Any] | None) -> dict[s
             raw = None
     if not isinstance(raw, dict):
         raw = {}
-    kept = {k: v for k, v in raw.items() if k not in ("sweep", "study", "runtime")}
+    kept = {k: v for k, v in raw.items() if k not in NOT_IDENTITY}
     return {**_default_leaves(), **flatten(kept, lists=True)}
 
 
