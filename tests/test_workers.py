@@ -76,8 +76,11 @@ def test_alone_the_helpers_change_nothing() -> None:
     assert distributed.shard(7) == slice(0, 7) and distributed.is_main()
     t = torch.tensor(3)
     assert distributed.all_sum(t) is t and t.item() == 3
-    distributed.average_norm_statistics(tiny_cnn())
-    distributed.check_replicas_agree(tiny_cnn(), what="alone")
+    model = tiny_cnn()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    distributed.average_norm_statistics(model)  # one worker: nothing to average
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    distributed.check_replicas_agree(model, what="alone")  # raises when replicas differ
 
 
 # ---------------------------------------------------------------------------------------------
