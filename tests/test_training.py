@@ -75,16 +75,26 @@ def pgd_accuracy(model: torch.nn.Module) -> float:
     return attacks.accuracy(model, data.test_x, data.test_y, batch_size=300, attack=attack)
 
 
+SEEDS = (0, 1, 2)
+
+
 @functools.cache
-def robust_accuracy(method: str) -> float:
+def robust_accuracy(method: str, seed: int) -> float:
     step_size = 1.25 * EPS if method == "fgsm" else 4.8  # FGSM-RS: Wong et al.'s 1.25 eps
-    return pgd_accuracy(fit(trial_config(method=method, step_size=step_size)).model)
+    cfg = trial_config(method=method, step_size=step_size).model_copy(update={"seed": seed})
+    return pgd_accuracy(fit(cfg).model)
+
+
+def mean_robust_accuracy(method: str) -> float:
+    return sum(robust_accuracy(method, s) for s in SEEDS) / len(SEEDS)
 
 
 @pytest.mark.parametrize("method", ["pgd", "trades", "mart", "fgsm"])
 def test_adversarial_training_beats_clean_under_pgd(method: str) -> None:
-    clean, robust = robust_accuracy("clean"), robust_accuracy(method)
-    # measured: clean 0.04; pgd 0.24, trades 0.21, mart 0.22, fgsm 0.24
+    # The mean over three seeds: one tiny run is as noisy as the effect. FGSM-RS attacks in
+    # train mode (Wong et al.), which on this task spreads seeds widely (PGD-10 accuracy 0.13,
+    # 0.27, 0.21 for seeds 0-2; FGSM accuracy equal to PGD's, so no catastrophic overfitting).
+    clean, robust = mean_robust_accuracy("clean"), mean_robust_accuracy(method)
     assert robust > clean + 0.08, (method, robust, clean)
 
 
