@@ -81,6 +81,15 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
 ]
 
 SCHEMA = pa.schema(_COLUMNS)
+# Best rows are ranked by the strongest attack the rows were measured with, everywhere they
+# are shown (`sweeper run`'s live view, `sweeper status`)
+RANKING = ("aa_acc", "cw_acc", "pgd_acc", "clean_acc")
+
+
+def ranking_metric(measured: set[str]) -> str:
+    """The first metric of RANKING among the `measured` ones (those some row has)."""
+    return next((m for m in RANKING if m in measured), "clean_acc")
+
 COLUMNS: list[str] = [name for name, _ in _COLUMNS]
 PROVENANCE = ["git_commit", "host", "python_version", "numpy_version", "ray_version",
               "autoattack_version"]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeper.cli.analysis_cmds import ACCURACIES
+
+
+def id_column(table: Table) -> None:
+    """A trial_id column that is never cut or wrapped (other columns shrink instead)."""
+    table.add_column("trial_id", no_wrap=True, min_width=16)
 
 
 def register(app: typer.Typer) -> None:
@@ -169,7 +175,7 @@ def _print_plan(plan: Any, as_json: bool) -> None:
     console = _console()
     table = Table(title=f"{info['sweep']}: {info['trials']} trials, {info['to_run']} to run, "
                         f"{info['total_macs'] / 1e9:,.2f} GMACs in all")  # fmt: skip
-    table.add_column("trial_id")
+    id_column(table)
     table.add_column("status")
     table.add_column("GMACs", justify="right")
     table.add_column("values")
@@ -217,7 +223,8 @@ def _print_rows(frame: Any, title: str, *, by_id: bool = True,
     table = Table(title=title, title_justify="left")
     shown = ("arch.block", "arch.activation", "arch.depths", "arch.widths")  # columns already
     varying = [c for c in (_varying(frame) if varying is None else varying) if c not in shown]
-    for col in ("trial_id", "status", "block", "activation", "depths", "widths", *varying,
+    id_column(table)
+    for col in ("status", "block", "activation", "depths", "widths", *varying,
                 "clean", "PGD", "CW", "AA"):  # fmt: skip
         table.add_column(col, justify="right" if col.isupper() or col == "clean" else "left")
     for _, r in (frame.sort_values("trial_id") if by_id else frame).iterrows():
@@ -228,8 +235,8 @@ def _print_rows(frame: Any, title: str, *, by_id: bool = True,
                       widths, *(_cell(r[c]) for c in varying), *metrics)  # fmt: skip
     _console().print(table)
     failed = frame[frame["status"] == "failed"]
-    for _, r in failed.iterrows():
-        _console(stderr=True).print(f"failed {r['trial_id']}: {r['error']}")
+    for _, r in failed.iterrows():  # one line each, never wrapped: a log is grepped
+        print(f"failed {r['trial_id']}: {r['error']}", file=sys.stderr)
 
 
 def _cell(value: Any) -> str:
@@ -251,6 +258,7 @@ def status(
     from sweeper import results
     from sweeper.cli.economics_cmds import adaptive_lines, adaptive_status
     from sweeper.errors import SweeperError
+    from sweeper.schema import ranking_metric
 
     frame = results.read(path)
     if frame.empty:
@@ -258,8 +266,7 @@ def status(
     report = {}
     for sweep, rows in frame.groupby("sweep"):
         ok = rows[rows["status"] == "ok"]
-        metric = next((m for m in ("aa_acc", "cw_acc", "pgd_acc", "clean_acc")
-                       if ok[m].notna().any()), "clean_acc")  # fmt: skip
+        metric = ranking_metric({m for m in ACCURACIES if ok[m].notna().any()})  # as `run`
         best = ok.sort_values(metric, ascending=False).head(top)
         seconds = rows["train_seconds"].fillna(0).sum() + rows["eval_seconds"].fillna(0).sum()
         span = (rows["ended_at"].max() - rows["started_at"].min()).total_seconds()

@@ -2,12 +2,14 @@
 
 A Ray Tune callback in the driver: it sees every trial start, report, retry and end, and keeps
 the run's outcome (which trials finished, which failed and why) for the runner's summary and
-exit code. On a terminal it draws a rich live view (counts, ETA, best rows). When stderr is not
-a terminal (a batch job's log, `sweeper run ... > log 2>&1`) it writes plain lines instead, no
-ANSI codes: one when a trial starts, one when it ends (its trial_id and metrics, or its
-one-line error), a warning line when a trial had to start over, and a summary line (done /
-running / failed / pending, elapsed, ETA) at least every `summary_every` seconds.
-stdout stays free for `--json`.
+exit code. On a terminal it draws a rich live view (counts, ETA, the running trials' epochs,
+best rows). When stderr is not a terminal (a batch job's log, `sweeper run ... > log 2>&1`) it
+writes plain lines instead, never wrapped, no ANSI codes: one when a trial starts, one when it
+ends (its trial_id and metrics, or its one-line error), a trial's epochs (at most one line per
+trial every `epoch_every` seconds, so a multi-hour trial is never silent and a fast one never
+floods the log), a line when a trial resumed from a checkpoint or had to start over, and a
+summary line (done / running / failed / pending, elapsed, ETA) at least every `summary_every`
+seconds. stdout stays free for `--json`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from sweeper.schema import ranking_metric
 from sweeper.sweep.plan import trial_config
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 SHOWN = ("clean_acc", "pgd_acc", "cw_acc", "aa_acc")
 SUMMARY_EVERY_S = 60.0
+EPOCH_EVERY_S = 60.0
 
 
 def _pct(value: Any) -> str:
@@ -56,11 +60,16 @@ def _error_line(trial: Any) -> str:
 
 
 class SweepProgress(tune.Callback):
-    """Counts, outcome and display of one run's trials."""
+    """Counts, outcome and display of one run's trials.
+
+    `metric` is the search's (kept for the record); best rows are ranked the way `sweeper
+    status` ranks them (sweeper.schema.RANKING). `clock` is for tests.
+    """
 
     def __init__(self, plan: Plan, *, metric: str, enabled: bool = True, top: int = 5,
                  plain: bool | None = None, summary_every: float = SUMMARY_EVERY_S,
-                 stream: IO[str] | None = None) -> None:  # fmt: skip
+                 epoch_every: float = EPOCH_EVERY_S, stream: IO[str] | None = None,
+                 clock: Any = time.monotonic) -> None:  # fmt: skip
         self.plan = plan
         self.total = plan.budget
         self.metric = metric
@@ -68,14 +77,20 @@ class SweepProgress(tune.Callback):
         self.enabled = enabled
         self.plain = plain  # None: decided by whether stderr is a terminal
         self.summary_every = summary_every
+        self.epoch_every = epoch_every
         self.stream = stream
+        self.clock = clock
         self.running: set[str] = set()
         self.finished: dict[str, dict[str, Any]] = {}  # tune trial id -> final metrics
         self.lost: dict[str, tuple[dict[str, Any], str]] = {}  # errored in Ray: params, error
         self.ids: dict[str, str] = {}  # tune trial id -> sweeper trial_id
-        self.started_at = time.monotonic()
+        self.epochs: dict[str, tuple[int, int | None]] = {}  # tune id -> (epoch, of how many)
+        self.started_at = clock()
         self.durations: list[float] = []
-        self._starts: dict[str, float] = {}
+        self._starts: dict[str, float] = {}  # first start of each trial
+        self._attempts: dict[str, tuple[float, int]] = {}  # this attempt: started, first epoch
+        self._epoch_lines: dict[str, float] = {}
+        self._of: dict[str, int | None] = {}  # tune id -> epochs the trial trains
         self._warned: set[str] = set()
         self._last_summary = self.started_at
         self._live: Live | None = None
@@ -109,6 +124,7 @@ class SweepProgress(tune.Callback):
             self._live.update(self.render())
 
     def _line(self, text: str) -> None:
+        """One log line, never wrapped (a wrapped error line breaks grep)."""
         if self.enabled and self.plain:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             print(f"{stamp} {text}", file=self.stream or sys.stderr, flush=True)
@@ -121,13 +137,16 @@ class SweepProgress(tune.Callback):
             except Exception:  # noqa: BLE001 - an id for a log line must not end the sweep
                 config = None
             self.ids[trial.trial_id] = config.trial_id if config else f"tune-{trial.trial_id}"
+            self._of[trial.trial_id] = config.train.trained_epochs if config else None
         return self.ids[trial.trial_id]
 
     # --- Tune callback -------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running.add(trial.trial_id)
+        now = self.clock()
+        self._attempts[trial.trial_id] = (now, 0)
         if trial.trial_id not in self._starts:
-            self._starts[trial.trial_id] = time.monotonic()
+            self._starts[trial.trial_id] = now
             self._line(f"start   {self._id(trial)} ({len(self._starts)} of {self.total})")
         self._refresh()
 
@@ -140,7 +159,28 @@ class SweepProgress(tune.Callback):
             # Tune fills its own `trial_id` into every result: ours comes from the config
             self.finished[trial.trial_id] = {**result, "trial_id": self._id(trial)}
             self._line(self._end_line(trial, result))
+        elif isinstance(result.get("epoch"), int):
+            self._epoch(trial, result)
         self._refresh()
+
+    def _epoch(self, trial: Any, result: dict[str, Any]) -> None:
+        """A trial's epoch report: its place in the live view, a bounded-rate log line, and
+        a line when the first epoch of an attempt shows it went on from a checkpoint."""
+        epoch, tid, now = int(result["epoch"]), self._id(trial), self.clock()
+        of = self._of.get(trial.trial_id)
+        self.epochs[trial.trial_id] = (epoch, of)
+        started, first = self._attempts.get(trial.trial_id, (now, 0))
+        if not first:
+            self._attempts[trial.trial_id] = (started, epoch)
+            if epoch > 1:  # training starts at the checkpoint's epoch + 1
+                self._line(f"resumed {tid} from its checkpoint (epoch {epoch - 1})")
+        last = self._epoch_lines.get(trial.trial_id)
+        if last is None or now - last >= self.epoch_every or epoch == of:
+            self._epoch_lines[trial.trial_id] = now
+            numbers = "".join(f"  {name} {_pct(result.get(key))}" for name, key in
+                              (("holdout clean", "holdout_clean_acc"),
+                               ("holdout pgd", "holdout_pgd_acc")) if key in result)  # fmt: skip
+            self._line(f"epoch   {tid} {epoch}/{of or '?'}{numbers}")
 
     def _end_line(self, trial: Any, result: dict[str, Any]) -> str:
         tid = self._id(trial)
@@ -149,7 +189,7 @@ class SweepProgress(tune.Callback):
         if result["status"] != "ok":
             return f"skipped {tid}: {result['status']}"
         start = self._starts.get(trial.trial_id)
-        took = f"  in {duration(time.monotonic() - start)}" if start is not None else ""
+        took = f"  in {duration(self.clock() - start)}" if start is not None else ""
         metrics = "  ".join(f"{m.removesuffix('_acc')} {_pct(result.get(m))}" for m in SHOWN)
         return f"ok      {tid}  {metrics}{took}"
 
@@ -157,6 +197,7 @@ class SweepProgress(tune.Callback):
         self._end(trial)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._attempts.pop(trial.trial_id, None)
         self._line(f"retry   {self._id(trial)}: {_error_line(trial)} "
                    "(Ray restarts it from its last checkpoint)")  # fmt: skip
 
@@ -170,16 +211,17 @@ class SweepProgress(tune.Callback):
         self._end(trial)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.plain and now - self._last_summary >= self.summary_every:
             self._last_summary = now
             self._line(self.summary())
 
     def _end(self, trial: Any) -> None:
         self.running.discard(trial.trial_id)
+        self.epochs.pop(trial.trial_id, None)
         start = self._starts.get(trial.trial_id)
         if start is not None:
-            self.durations.append(time.monotonic() - start)
+            self.durations.append(self.clock() - start)
         self._refresh()
 
     # --- the outcome ---------------------------------------------------------------------
@@ -195,12 +237,30 @@ class SweepProgress(tune.Callback):
         return {"done": done, "failed": failed, "running": len(self.running), "pending": pending}
 
     def eta_seconds(self) -> float | None:
-        """Mean trial time x trials left / trials running at once."""
-        if not self.durations:
+        """Time left: what the running trials still need (their own epochs' pace, else the
+        mean trial time, less the time they have already spent), then the pending trials'
+        mean time spread over the trials running at once."""
+        now = self.clock()
+        spent = {t: now - self._starts[t] for t in self.running if t in self._starts}
+        projected = {t: self._projected(t, s) for t, s in spent.items()}
+        known = self.durations or [p for p in projected.values() if p is not None]
+        if not known:
             return None
-        left = self.total - len(self.finished)
+        mean = sum(known) / len(known)
+        running_left = [max(0.0, (projected[t] or max(mean, s)) - s) for t, s in spent.items()]
+        pending = self.counts()["pending"]
         parallel = max(1, len(self.running))
-        return sum(self.durations) / len(self.durations) * left / parallel
+        spread = (sum(running_left) + pending * mean) / parallel
+        return max(spread, max(running_left, default=0.0))
+
+    def _projected(self, tune_id: str, spent: float) -> float | None:
+        """A running trial's whole time from its epochs so far (None before its first)."""
+        epoch, of = self.epochs.get(tune_id, (0, None))
+        started, first = self._attempts.get(tune_id, (0.0, 0))
+        done = epoch - first + 1  # epochs of this attempt
+        if not of or not first or done <= 0:
+            return None
+        return spent + (self.clock() - started) / done * max(0, of - epoch)
 
     # --- rendering -----------------------------------------------------------------------
     def summary(self) -> str:
@@ -209,12 +269,17 @@ class SweepProgress(tune.Callback):
         eta = self.eta_seconds()
         return (f"{self.plan.space.name}: done {c['done']}, running {c['running']}, "
                 f"failed {c['failed']}, pending {c['pending']} of {self.total}; "
-                f"elapsed {duration(time.monotonic() - self.started_at)}, "
+                f"elapsed {duration(self.clock() - self.started_at)}, "
                 f"ETA {duration(eta) if eta is not None else '-'}")  # fmt: skip
+
+    def ranked_by(self) -> str:
+        """The metric best rows are ranked by: the strongest attack any finished row has."""
+        ok = [r for r in self.finished.values() if r.get("status") == "ok"]
+        return ranking_metric({m for r in ok for m in SHOWN if r.get(m) is not None})
 
     def render(self) -> Group:
         c = self.counts()
-        elapsed = time.monotonic() - self.started_at
+        elapsed = self.clock() - self.started_at
         eta = self.eta_seconds()
         head = Text.assemble(
             ("done ", "bold"), (str(c["done"]), "green"), ("  running ", "bold"),
@@ -223,14 +288,36 @@ class SweepProgress(tune.Callback):
             f"   elapsed {duration(elapsed)}",
             f"   ETA {duration(eta)}" if eta is not None else "   ETA -",
         )  # fmt: skip
+        parts: list[Any] = [head]
+        if self.running:
+            parts.append(self._running_table())
         ok = [r for r in self.finished.values() if r.get("status") == "ok"]
-        ok.sort(key=lambda r: r.get(self.metric) or 0.0, reverse=True)
-        if not ok:
-            return Group(head)
-        table = Table(title=f"best so far (by {self.metric})", title_justify="left")
-        table.add_column("trial_id")
-        for name in SHOWN:
-            table.add_column(name.removesuffix("_acc"), justify="right")
-        for r in ok[: self.top]:
-            table.add_row(str(r.get("trial_id", "")), *(_pct(r.get(m)) for m in SHOWN))
-        return Group(head, table)
+        metric = self.ranked_by()
+        ok.sort(key=lambda r: r.get(metric) or 0.0, reverse=True)
+        if ok:
+            table = Table(title=f"best so far (by {metric})", title_justify="left")
+            id_column(table)
+            for name in SHOWN:
+                table.add_column(name.removesuffix("_acc"), justify="right")
+            for r in ok[: self.top]:
+                table.add_row(str(r.get("trial_id", "")), *(_pct(r.get(m)) for m in SHOWN))
+            parts.append(table)
+        return Group(*parts)
+
+    def _running_table(self) -> Table:
+        table = Table(title="running", title_justify="left")
+        id_column(table)
+        table.add_column("epoch", justify="right")
+        table.add_column("for", justify="right")
+        now = self.clock()
+        for tune_id in sorted(self.running, key=lambda t: self._starts.get(t, 0.0))[: self.top]:
+            epoch, of = self.epochs.get(tune_id, (0, self._of.get(tune_id)))
+            shown = f"{epoch}/{of or '?'}" if epoch else "-"
+            table.add_row(self.ids.get(tune_id, tune_id), shown,
+                          duration(now - self._starts.get(tune_id, now)))  # fmt: skip
+        return table
+
+
+def id_column(table: Table, header: str = "trial_id") -> None:
+    """A trial_id column that is never cut or wrapped (other columns shrink instead)."""
+    table.add_column(header, no_wrap=True, min_width=16)
