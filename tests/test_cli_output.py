@@ -52,11 +52,35 @@ def test_status_and_run_rank_by_the_same_metric() -> None:
 
 
 @pytest.fixture
-def helptext(capsys):
+def helptext(capsys, monkeypatch):
     from sweeper.cli import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: phrases stay whole
 
     def text(*command: str) -> str:
         main([*command, "--help"])
-        return " ".join(capsys.readouterr().out.split())  # rich's wrapping undone
+        out = capsys.readouterr().out.replace("\u2502", " ")  # rich's box and wrapping undone
+        return " ".join(out.split())
 
     return text
+
+
+def test_run_help_says_a_study_name_works_and_names_the_choices(helptext) -> None:
+    text = helptext("run")
+    assert "packaged study" in text
+    assert "grid (" in text and "adaptive (" in text  # --order's choices
+    cpus = text[text.index("--cpus-per-trial"):text.index("--gpus-per-trial")]
+    assert "CPUs Ray reserves for each trial" in cpus
+
+
+def test_fit_scaling_help_says_it_needs_a_compound_sweep(helptext) -> None:
+    assert "Needs a compound-scaling sweep" in helptext("fit-scaling")
+
+
+def test_a_typo_in_set_is_blamed_on_set_not_the_file(capsys) -> None:
+    from sweeper.cli import main
+
+    assert main(["run", "smoke", "--dry-run", "--set", "train.epoch=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --set: train.epoch: unknown key"), err
+    assert "smoke.yaml" not in err

@@ -37,7 +37,9 @@ def _budgets(text: str) -> list[float]:
 
 
 def fit_scaling_cmd(
-    results: Annotated[Path, typer.Argument(help="A sweep's results folder (or a parquet file).")],
+    results: Annotated[Path, typer.Argument(
+        help="A compound-scaling sweep's results folder (or a parquet file)."
+    )],  # fmt: skip
     metric: Annotated[str, typer.Option(help="Accuracy column to maximise.")] = "cw_acc",
     budgets: Annotated[
         str, typer.Option(help="GMACs budgets to bin rows to when they have no macs_target.")
@@ -52,8 +54,9 @@ def fit_scaling_cmd(
         Path | None, typer.Option(help="Write the figure (points, fit, 95% band) to this PNG.")
     ] = None,
 ) -> None:
-    """Fit robust accuracy against the depth share sum(D)/(sum(D)+sum(W)), per budget and
-    pooled, and report the share that maximises it (the paper: about 0.7, i.e. 7 : 3)."""
+    """Needs a compound-scaling sweep (`sweeper run compound`: several depth shares per MACs
+    budget). Fits robust accuracy against the depth share sum(D)/(sum(D)+sum(W)), per budget
+    and pooled, and reports the share that maximises it (the paper: about 0.7, i.e. 7 : 3)."""
     from sweeper.scaling import fit_scaling
 
     rows = _analysis("tables").load(results)

@@ -27,11 +27,17 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
-    space: Path = typer.Argument(..., help="search-space YAML (search_spaces/*.yaml)"),
+    space: Path = typer.Argument(
+        ..., metavar="SPACE_OR_STUDY", help="a search-space YAML file, or the name of a "
+        "packaged study (smoke, depth, width, compound, ...; `sweeper init` copies them)"
+    ),
     results: str = typer.Option("results", help="results folder or pyarrow URI (s3://...)"),
     set_: list[str] = typer.Option([], "--set", help="override a base value: key.path=value"),
     address: str = typer.Option(None, help="join a Ray cluster (auto or host:port)"),
-    cpus_per_trial: float = typer.Option(1.0, min=0.0),
+    cpus_per_trial: float = typer.Option(
+        1.0, min=0.0, help="CPUs Ray reserves for each trial (for each worker of a "
+        "multi-worker trial); with no GPU this sets how many trials run at once"
+    ),
     gpus_per_trial: float = typer.Option(
         None,
         min=0.0,
@@ -47,7 +53,10 @@ def run(
     dry_run: bool = typer.Option(False, help="list the trials; start nothing"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     sweep: str = typer.Option(None, help="results folder / sweep name (default: the space's)"),
-    order: str = typer.Option("grid", help="grid, or adaptive: a surrogate picks the next cell"),
+    order: str = typer.Option(
+        "grid", help="the order cells run in: grid (as the space lists them) | adaptive (a "
+        "surrogate picks each next cell; grids only)"
+    ),
     subsample: int = typer.Option(None, min=1, help="run only K cells of --from's finished ones"),
     from_: str = typer.Option(None, "--from", help="a finished sweep to --subsample from"),
     stratify: str = typer.Option("cw_acc", help="--subsample spreads K over this metric"),

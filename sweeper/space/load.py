@@ -127,14 +127,20 @@ def load(
         doc = SpaceDoc.model_validate(data)
     except ValidationError as err:
         raise ConfigError(describe_errors(err, SpaceDoc), file=shown) from None
-    if sets:
-        doc = doc.model_copy(update={"base": _apply_sets(doc.base, sets)})
     if sweep is not None and (len(sweep) > 100 or not re.fullmatch(SWEEP_NAME, sweep)):
         raise ConfigError(
             f"expected a folder name of letters, digits, _ . - (got {sweep[:100]!r})", key="--sweep"
         )
     space = SearchSpace(file=shown, doc=doc, sweep_name=sweep)
-    check_base(space)
+    check_base(space)  # the file's own base: its errors are the file's
+    if not sets:
+        return space
+    doc = doc.model_copy(update={"base": _apply_sets(doc.base, sets)})
+    space = SearchSpace(file=shown, doc=doc, sweep_name=sweep)
+    try:
+        check_base(space)
+    except ConfigError as err:  # the file's base was fine: the --set values are to blame
+        raise ConfigError(re.sub(r"(^|; )base\.", r"\1", err.detail), key="--set") from None
     return space
 
 
