@@ -76,6 +76,9 @@ def test_baseline_is_the_wrn_default_else_the_most_common_variant() -> None:
     assert table["baseline"].idxmax() == "5/5/7"  # two rows beat one
 
 
+DEPTHS_WIDTHS = ["depth1", "depth2", "depth3", "width1", "width2", "width3"]
+
+
 def test_factor_detection() -> None:
     assert tables.study_factors(study_rows("block_topology", seeds=(0,))) == [
         "block",
@@ -86,15 +89,27 @@ def test_factor_detection() -> None:
     assert tables.study_factors(study_rows("width")) == ["width1", "width2", "width3"]
     compound = scaling_rows((5, 10), np.arange(0.3, 0.91, 0.1))
     assert tables.study_factors(compound) == ["macs_target", "depth_share"]
-    # widths matched to a budget are consequences of the block, not factors of their own
+    # widths matched to a budget (the config's macs_target says so) are consequences of the
+    # block, not factors of their own
     matched = to_frame(
         [
-            make_row("m", 0, arch={"block": "basic", "widths": [10, 10, 10]}, cw=0.5),
-            make_row("m", 0, arch={"block": "bottleneck", "widths": [7.3, 7.3, 7.3]}, cw=0.5),
+            make_row("m", 0, arch={"block": "basic", "widths": [10, 10, 10]}, cw=0.5,
+                     macs_target=5.0),
+            make_row("m", 0, arch={"block": "bottleneck", "widths": [7.3, 7.3, 7.3]}, cw=0.5,
+                     macs_target=5.0),
         ]
-    )
+    )  # fmt: skip
     assert tables.study_factors(matched) == ["block"]
     assert tables.variant_table(matched).loc["bottleneck", "arch"] == "D 4/4/4, W 7.3/7.3/7.3"
+    # a depth x width grid with a width below 1 is a grid: nothing derived from a budget
+    grid = to_frame([make_row("g", seed, arch={"depths": [d] * 3, "widths": [w] * 3}, cw=0.5)
+                     for d in (1, 2) for w in (0.5, 1.0) for seed in (0, 1)])  # fmt: skip
+    assert tables.study_factors(grid) == DEPTHS_WIDTHS
+    assert len(tables.variant_table(grid)) == 4
+    # a depth sweep whose widths were fitted to one budget: the depths stay its factors
+    fitted = to_frame([make_row("f", 0, arch={"depths": [d] * 3, "widths": [w] * 3}, cw=0.5,
+                                macs_target=5.0) for d, w in ((2, 7.1), (4, 5.2))])  # fmt: skip
+    assert tables.study_factors(fitted) == ["depth1", "depth2", "depth3"]
     # a setting that moves in lockstep with a column factor adds nothing
     lockstep = to_frame(
         [

@@ -10,8 +10,11 @@ Which columns are a study's factors is detected, not declared: the architecture 
 training columns that take more than one value among the sweep's ok rows, plus
 architecture/training settings that the schema has no column for (e.g. the SE
 reduction) read from each row's `config` JSON. Widths (or depths) scaled to match a
-budget are consequences, not factors: they are dropped when the sweep has a
-`macs_target` or non-integer widths.
+budget are consequences, not factors. Whether they were is read from the config (every
+`derive:` rule records its budget as `macs_target`), never guessed from the values: a grid
+of widths 0.5 and 1 is a grid. With one budget the fitted widths are dropped (the depths,
+when they vary, stay factors); with several it is a compound-scaling sweep, whose factors
+are the budget and the depth share.
 
 The baseline of a study is the variant whose factors all take the WRN-28-10-like
 default (BASELINE: basic pre-activation block, standard convs, no SE, 3x3, ReLU,
@@ -136,10 +139,9 @@ def config_columns(rows: pd.DataFrame, fields: list[str] = CONFIG_FIELDS) -> pd.
 
 
 def _is_derived_shape(rows: pd.DataFrame) -> bool:
-    """Widths/depths were computed from a budget (match_gmacs or RobustScaling)."""
-    target = rows["macs_target"].notna().any() if "macs_target" in rows else False
-    widths = rows[WIDTHS].to_numpy(float) if set(WIDTHS) <= set(rows) else np.zeros(1)
-    return bool(target or not np.allclose(widths, np.round(widths)))
+    """Widths/depths were computed from a budget (match_gmacs or RobustScaling): the
+    config says so with its macs_target; a non-integer width alone says nothing."""
+    return bool("macs_target" in rows and rows["macs_target"].notna().any())
 
 
 def with_factor_columns(rows: pd.DataFrame) -> pd.DataFrame:
@@ -163,9 +165,10 @@ def study_factors(rows: pd.DataFrame) -> list[str]:
     varying = [c for c in CATEGORICAL if c in ok and ok[c].nunique(dropna=True) > 1]
     shape = [c for c in DEPTHS + WIDTHS if c in ok and ok[c].nunique(dropna=True) > 1]
     if shape and _is_derived_shape(ok):
-        shape = []
-        if "macs_target" in ok and ok["macs_target"].nunique() > 1:
+        if ok["macs_target"].nunique() > 1:
             shape = ["macs_target", "depth_share"]  # a compound-scaling sweep
+        else:  # one budget: the widths were fitted to it, the depths were chosen
+            shape = [c for c in shape if c in DEPTHS]
     factors = varying + shape
     extra = [c.split(".")[-1] for c in CONFIG_FIELDS]
     for col in extra:
