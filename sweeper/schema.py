@@ -1,7 +1,8 @@
 """The one result schema: every row of every sweep has exactly these columns.
 
 Fixed Arrow types keep one-file-per-row datasets readable in one
-`pandas.read_parquet(...)` call. Fractions are in [0, 1]; eps is in 1/255 units.
+`pandas.read_parquet(...)` call. Fractions are in [0, 1]; eps and eval_eps are in 1/255 units.
+New columns go at the end (readers of older sweeps see them as null there).
 """
 
 from __future__ import annotations
@@ -33,16 +34,20 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("width2", pa.float64()),
     ("width3", pa.float64()),
     ("params", pa.int64()),
-    ("macs", pa.int64()),  # multiply-accumulates of one image
+    # multiply-accumulates of one 32x32 image, whatever the data's image size: the unit of
+    # macs_target, the dry run and `sweeper model` (the paper's CIFAR budgets)
+    ("macs", pa.int64()),
     ("macs_target", pa.float64()),  # GMACs budget, when the arch was derived from one
     # training
     ("dataset", pa.string()),
     ("train_method", pa.string()),
     ("epochs", pa.int64()),  # length of the lr schedule
     ("stop_epoch", pa.int64()),  # epochs trained: train.stop_epoch, or all of the schedule
-    ("eps", pa.float64()),  # 1/255 pixel units
+    ("eps", pa.float64()),  # TRAINING attack radius (train.eps), 1/255; eval's: eval_eps
     ("precision", pa.string()),  # training forward passes: bf16 (autocast) | fp32
-    # metrics (fractions) and the number of test points each was measured on
+    # metrics (fractions) and the number of test points each was measured on, all at radius
+    # eval_eps: PGD-k (k: pgd_steps, CE loss), CW-k (k: cw_steps, margin loss), AutoAttack on
+    # the first aa_n test points only (an AA above PGD on a small aa_n is the subset's noise)
     ("clean_acc", pa.float64()),
     ("pgd_acc", pa.float64()),
     ("cw_acc", pa.float64()),
@@ -78,6 +83,10 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("ray_version", pa.string()),
     ("autoattack_version", pa.string()),
     ("space_sha256", pa.string()),  # the space as loaded (extends merged, --set applied)
+    # what the metrics were measured with (null in rows of older sweeps: see `config`)
+    ("eval_eps", pa.float64()),  # EVALUATION attack radius (eval.eps), 1/255 pixel units
+    ("pgd_steps", pa.int64()),  # steps of the PGD attack behind pgd_acc (eval.pgd_steps)
+    ("cw_steps", pa.int64()),  # steps of the CW attack behind cw_acc (eval.cw_steps)
 ]
 
 SCHEMA = pa.schema(_COLUMNS)

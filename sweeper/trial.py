@@ -137,7 +137,7 @@ def _execute(
     data = load_dataset(
         cfg.data, data_dir=rt.data_dir, device=device, seed=cfg.seed, download=rt.download
     )
-    channels, image_size = data.train_x.shape[1], data.train_x.shape[2]
+    channels = data.train_x.shape[1]
     if data.num_classes != cfg.arch.num_classes:
         raise ConfigError(
             f"{cfg.data.dataset} has {data.num_classes} classes but the network has "
@@ -154,7 +154,7 @@ def _execute(
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
     model = models.build(cfg.arch)
     row["params"] = int(models.count_params(model))
-    row["macs"] = int(models.count_macs(cfg.arch, image_size=image_size))
+    row["macs"] = int(models.count_macs(cfg.arch))  # at 32x32, as the schema says
 
     result = train(model, data, cfg, device=device, checkpoint_dir=checkpoint_dir,
                    on_epoch=on_epoch)  # fmt: skip
@@ -250,6 +250,9 @@ def config_columns(cfg: TrialConfig) -> dict[str, Any]:
         "epochs": cfg.train.epochs,
         "stop_epoch": cfg.train.trained_epochs,
         "eps": cfg.train.eps,
+        "eval_eps": cfg.eval.eps,
+        "pgd_steps": cfg.eval.pgd_steps,
+        "cw_steps": cfg.eval.cw_steps,
         "cw_kappa": cfg.eval.cw_kappa,
         "checkpoint": cfg.eval.checkpoint,
         "workers": cfg.runtime.workers,

@@ -213,10 +213,20 @@ def _records(frame: Any, varying: list[str] | None = None) -> list[dict[str, Any
     return json.loads(frame[cols].to_json(orient="records"))
 
 
+# fixed columns that hold a config key a sweep may vary (sweeper.results.columns writes no
+# dotted copy of them)
+VARYING_FIXED = ("block", "activation_order", "conv_type", "se", "kernel_size", "activation",
+                 "norm", "depth1", "depth2", "depth3", "width1", "width2", "width3", "eps",
+                 "eval_eps", "pgd_steps", "cw_steps")  # fmt: skip
+SHOWN = ("block", "activation", "depth1", "depth2", "depth3", "width1", "width2", "width3")
+
+
 def _varying(frame: Any) -> list[str]:
-    """The columns of config keys that vary among these rows (`train.beta`; one per key
-    that varies within a sweep, see sweeper.results.columns)."""
-    return [c for c in frame.columns if "." in c and frame[c].nunique(dropna=False) > 1]
+    """The columns of config keys that vary among these rows: the fixed ones above, and
+    `train.beta` and the like (one per key that varies within a sweep, see
+    sweeper.results.columns)."""
+    return [c for c in frame.columns if (c in VARYING_FIXED or "." in c)
+            and frame[c].nunique(dropna=False) > 1]  # fmt: skip
 
 
 def _console(stderr: bool = False) -> Console:
@@ -230,22 +240,43 @@ def _console(stderr: bool = False) -> Console:
 def _print_rows(frame: Any, title: str, *, by_id: bool = True,
                 varying: list[str] | None = None) -> None:  # fmt: skip
     table = Table(title=title, title_justify="left")
-    shown = ("arch.block", "arch.activation", "arch.depths", "arch.widths")  # columns already
-    varying = [c for c in (_varying(frame) if varying is None else varying) if c not in shown]
+    varying = [c for c in (_varying(frame) if varying is None else varying) if c not in SHOWN]
     id_column(table)
+    attacks = [_header(frame, "PGD", "pgd_steps"), _header(frame, "CW", "cw_steps"), "AA"]
     for col in ("status", "block", "activation", "depths", "widths", *varying,
-                "clean", "PGD", "CW", "AA"):  # fmt: skip
+                "clean", *attacks):  # fmt: skip
         table.add_column(col, justify="right" if col.isupper() or col == "clean" else "left")
+    flagged = 0
     for _, r in (frame.sort_values("trial_id") if by_id else frame).iterrows():
         depths = f"{r['depth1']}/{r['depth2']}/{r['depth3']}"
         widths = f"{r['width1']:g}/{r['width2']:g}/{r['width3']:g}"
         metrics = [_pct(r[m]) for m in ACCURACIES]
+        if _aa_above_pgd(r):
+            metrics[-1] += "*"
+            flagged += 1
         table.add_row(r["trial_id"], r["status"], str(r["block"]), str(r["activation"]), depths,
                       widths, *(_cell(r[c]) for c in varying), *metrics)  # fmt: skip
+    if flagged:
+        table.caption = ("* AA above PGD: AutoAttack ran on the first aa_n test points only, "
+                         "PGD on all of them; the subset's noise, not a weaker attack")  # fmt: skip
+        table.caption_justify = "left"
     _console().print(table)
     failed = frame[frame["status"] == "failed"]
     for _, r in failed.iterrows():  # one line each, never wrapped: a log is grepped
         print(f"failed {r['trial_id']}: {r['error']}", file=sys.stderr)
+
+
+def _header(frame: Any, name: str, steps: str) -> str:
+    """'PGD-20' when every row's attack took the same steps (rows of older sweeps: 'PGD')."""
+    values = frame[steps].dropna().unique() if steps in frame else []
+    return f"{name}-{int(values[0])}" if len(values) == 1 else name
+
+
+def _aa_above_pgd(row: Any) -> bool:
+    """AutoAttack (the stronger attack) above PGD, measured on fewer points than PGD."""
+    aa, pgd, aa_n, pgd_n = (row.get(c) for c in ("aa_acc", "pgd_acc", "aa_n", "pgd_n"))
+    known = all(v is not None and v == v for v in (aa, pgd, aa_n, pgd_n))
+    return bool(known and aa > pgd and aa_n < pgd_n)
 
 
 def _cell(value: Any) -> str:

@@ -48,9 +48,26 @@ def identity(config_json: str | None) -> dict[str, Any] | None:
     return flatten({k: v for k, v in config.items() if k not in NOT_IDENTITY})
 
 
+# Config keys a fixed column already holds, in the same shape (`arch.block` is `block`;
+# `arch.depths` is depth1..3): never a second column. Rows of older sweeps that wrote them
+# still read, without them.
+_ARCH_COLUMNS = ("block", "activation_order", "conv_type", "se", "kernel_size", "activation",
+                 "norm", "depths", "widths")  # fmt: skip
+_HELD = {"train.eps": "eps", "eval.eps": "eval_eps", "eval.pgd_steps": "pgd_steps",
+         "eval.cw_steps": "cw_steps"}  # fmt: skip
+
+
+def held_by_fixed_column(key: str) -> bool:
+    """Whether a fixed column of the schema already says what the dotted config key does."""
+    parts = key.split(".")
+    if parts[0] == "arch" and len(parts) in (2, 3) and parts[1] in _ARCH_COLUMNS:
+        return len(parts) == 2 or parts[2].isdigit()
+    return key in COLUMNS or key in _HELD
+
+
 def varying_keys(flat_configs: Iterable[dict[str, Any]]) -> list[str]:
     """Dotted keys whose value differs between the configs (first-seen order), less the
-    keys that already are fixed columns (seed, macs_target)."""
+    keys that already are fixed columns (seed, macs_target, arch.block, ...)."""
     configs = list(flat_configs)
     order: dict[str, None] = {}
     for flat in configs:
@@ -60,7 +77,7 @@ def varying_keys(flat_configs: Iterable[dict[str, Any]]) -> list[str]:
     def varies(key: str) -> bool:
         return any(flat.get(key, _MISSING) != first.get(key, _MISSING) for flat in configs)
 
-    return [k for k in order if k not in COLUMNS and varies(k)]
+    return [k for k in order if not held_by_fixed_column(k) and varies(k)]
 
 
 _MISSING = object()
@@ -142,9 +159,12 @@ def extra_columns(
 def with_varying(table: pa.Table) -> pa.Table:
     """`table` plus a column for every key that varies within any one sweep of it
     (recomputed from each row's config: complete even where runs varied different keys)."""
+    held = [c for c in table.column_names if "." in c and held_by_fixed_column(c)]
+    table = table.drop_columns(held)  # an older sweep's copies of fixed columns
     if "config" not in table.column_names or table.num_rows == 0:
         return table
     flats = [identity(c) for c in table.column("config").to_pylist()]
+    table = _fill_held(table, flats)
     sweeps = table.column("sweep").to_pylist()
     keys: dict[str, None] = {}
     for sweep in dict.fromkeys(sweeps):
@@ -157,4 +177,19 @@ def with_varying(table: pa.Table) -> pa.Table:
             table = table.set_column(table.column_names.index(key), key, column)
         else:
             table = table.append_column(key, column)
+    return table
+
+
+def _fill_held(table: pa.Table, flats: list[dict[str, Any] | None]) -> pa.Table:
+    """eval_eps, pgd_steps, cw_steps of rows written before they were columns, from their
+    configs (the config's defaults where it does not name them)."""
+    defaults = identity(TrialConfig(sweep="-").canonical_json()) or {}
+    for key, name in _HELD.items():
+        if name not in table.column_names or table.column(name).null_count == 0:
+            continue
+        kind = table.schema.field(name).type
+        old = table.column(name).to_pylist()
+        new = [v if v is not None or f is None else _fit(f.get(key, defaults.get(key)), kind)
+               for v, f in zip(old, flats)]  # fmt: skip
+        table = table.set_column(table.column_names.index(name), name, pa.array(new, kind))
     return table

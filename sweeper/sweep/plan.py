@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from sweeper import results
 from sweeper.config import TrialConfig
-from sweeper.results.columns import varying_keys
-from sweeper.schema import COLUMNS
+from sweeper.results.columns import held_by_fixed_column, varying_keys
 from sweeper.space import SearchSpace, expand, resolve_point, search_params
 from sweeper.space.paths import flatten
 
@@ -83,7 +82,8 @@ def varying_columns(space: SearchSpace, configs: list[TrialConfig]) -> list[str]
     """The config keys this space varies, each a column of its rows (`train.beta`): those
     that differ between its trials, or an Optuna search's sampled keys."""
     if space.is_search:
-        return [k for k in search_params(space) if not k.startswith("derive.") and k not in COLUMNS]
+        return [k for k in search_params(space)
+                if not k.startswith("derive.") and not held_by_fixed_column(k)]  # fmt: skip
     return varying_keys(flatten(c.identity()) for c in configs)
 
 
