@@ -312,6 +312,33 @@ def estimate_gpu_hours(
     return total / 3600.0
 
 
+def dry_run_estimate(
+    configs: Sequence[TrialConfig], path: str | Path | None = None
+) -> dict[str, Any]:
+    """What `sweeper run --dry-run` says about GPU-hours: {"gpu_hours": float, "source":
+    {device, date, mode, path}} from a full GPU calibration, or {"gpu_hours": None, "note":
+    why not}. A CPU or --quick calibration (tiny nets, for tests) is refused: its rate says
+    nothing about a GPU's."""
+    path = Path(path).expanduser() if path else default_path()
+    calibration = load_calibration(path)
+    if calibration is None:
+        return {"gpu_hours": None, "note": f"no GPU-hour estimate: no calibration at {path}; "
+                "run `sweeper calibrate` on a GPU of the kind the sweep will use (or set "
+                f"${CALIBRATION_ENV} to the file it wrote)"}  # fmt: skip
+    device = str(calibration.get("device") or "unknown device")
+    on_cpu = calibration.get("device_type") == "cpu" or device.lower().startswith("cpu")
+    if on_cpu or calibration.get("quick"):
+        what = "a CPU" if on_cpu else "a --quick (tiny networks)"
+        note = (f"no GPU-hour estimate: {path} is {what} calibration ({device}); run "
+                "`sweeper calibrate` without --quick on a GPU of the kind the sweep will use "
+                f"(or set ${CALIBRATION_ENV} to its file)")  # fmt: skip
+        return {"gpu_hours": None, "note": note}
+    hours = estimate_gpu_hours(configs, calibration)
+    source = {"device": device, "date": calibration.get("date"), "mode": "full",
+              "path": str(path)}  # fmt: skip
+    return {"gpu_hours": hours, "source": source}
+
+
 def _macs(spec: ArchSpec) -> int:
     from sweeper.models import count_macs  # cached per spec, on the meta device
 

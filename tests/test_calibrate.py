@@ -181,3 +181,44 @@ def test_unwritable_out_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert main([*args, "--out", str(tmp_path)]) == 2  # a folder
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --out") and str(tmp_path) in err and "\n" not in err, err
+
+
+def _dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    assert main(["run", "smoke", "--dry-run", "--results", str(tmp_path / "r"), *extra]) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["cpu", "quick"])
+def test_the_dry_run_refuses_a_cpu_or_quick_calibration_for_gpu_hours(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`calibrate --quick` on a CPU gave 'estimated GPU hours: 8331.93' with no caveat."""
+    fake = _fake_calibration()
+    if kind == "cpu":
+        fake.update(device="CPU (x86_64, 2 threads)", device_type="cpu")
+    else:
+        fake.update(device_type="cuda", quick=True)
+    path = tmp_path / "c.json"
+    cal.save_calibration(fake, path)
+    monkeypatch.setenv(cal.CALIBRATION_ENV, str(path))
+    text = " ".join(_dry_run(tmp_path, capsys).split())
+    assert "estimated GPU hours" not in text
+    assert f"no GPU-hour estimate: {path} is a" in text and "run `sweeper calibrate`" in text
+    info = json.loads(_dry_run(tmp_path, capsys, "--json"))
+    assert info["gpu_hours"] is None
+    assert ("a CPU calibration" if kind == "cpu" else "a --quick") in info["gpu_hours_note"]
+
+
+def test_the_dry_run_names_the_calibration_or_points_to_calibrate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.json"
+    monkeypatch.setenv(cal.CALIBRATION_ENV, str(path))
+    text = " ".join(_dry_run(tmp_path, capsys).split())
+    assert f"no GPU-hour estimate: no calibration at {path}; run `sweeper calibrate`" in text
+    cal.save_calibration({**_fake_calibration(), "device_type": "cuda", "quick": False}, path)
+    text = " ".join(_dry_run(tmp_path, capsys).split())
+    assert "estimated GPU hours: " in text
+    assert f"(from a full calibration on Fake GPU, 2026-11-25: {path})" in text
+    info = json.loads(_dry_run(tmp_path, capsys, "--json"))
+    assert info["gpu_hours"] > 0 and info["gpu_hours_from"]["device"] == "Fake GPU"

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweeper.cli.analysis_cmds import ACCURACIES
+from sweeper.errors import first_line
 
 
 def id_column(table: Table) -> None:
@@ -157,23 +158,27 @@ def _plan_json(plan: Any) -> dict[str, Any]:
                          "mode": s.mode, "num_samples": s.num_samples,
                          "params": {k: d.model_dump(exclude_none=True)
                                     for k, d in search_params(plan.space).items()}}  # fmt: skip
-    hours = _gpu_hours(plan.to_run)
-    if hours is not None:
-        out["gpu_hours"] = hours
+    estimate = _gpu_hours(plan.to_run)
+    out["gpu_hours"] = estimate["gpu_hours"]
+    out["gpu_hours_from" if "source" in estimate else "gpu_hours_note"] = (
+        estimate.get("source") or estimate["note"]
+    )
     return out
 
 
-def _gpu_hours(configs: list[Any]) -> float | None:
-    """The calibration hook (sweeper.calibrate); None when there is none or it cannot say."""
+def _gpu_hours(configs: list[Any]) -> dict[str, Any]:
+    """The calibration's GPU-hour estimate and where it comes from, or why there is none
+    (sweeper.calibrate.dry_run_estimate); a broken calibration never stops a dry run."""
+    from sweeper.calibrate import dry_run_estimate
+
     try:
-        from sweeper.calibrate import estimate_gpu_hours
-    except ImportError:
-        return None
-    try:
-        hours = estimate_gpu_hours(configs)
-    except Exception:  # noqa: BLE001 - an estimate must never stop a dry run
-        return None
-    return None if hours is None or not math.isfinite(hours) else round(float(hours), 2)
+        estimate = dry_run_estimate(configs)
+    except Exception as err:  # noqa: BLE001 - an estimate must never stop a dry run
+        return {"gpu_hours": None, "note": f"no GPU-hour estimate: {first_line(err)}"}
+    hours = estimate["gpu_hours"]
+    if hours is None or not math.isfinite(hours):
+        return {"gpu_hours": None, "note": estimate.get("note", "no GPU-hour estimate")}
+    return {**estimate, "gpu_hours": round(float(hours), 2)}
 
 
 def _print_plan(plan: Any, as_json: bool) -> None:
@@ -194,8 +199,13 @@ def _print_plan(plan: Any, as_json: bool) -> None:
     console.print(table)
     if "search" in info:
         console.print(f"optuna search: {info['search']}")
-    if "gpu_hours" in info:
-        console.print(f"estimated GPU hours: {info['gpu_hours']}")
+    if info["gpu_hours"] is not None:
+        src = info["gpu_hours_from"]
+        console.print(f"estimated GPU hours: {info['gpu_hours']:,.2f} (from a {src['mode']} "
+                      f"calibration on {src['device']}, {src['date']}: {src['path']})",
+                      highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+    else:
+        console.print(info["gpu_hours_note"], highlight=False, markup=False, soft_wrap=True)
 
 
 def _compact(value: Any) -> str:
