@@ -198,7 +198,7 @@ def _print_plan(plan: Any, as_json: bool) -> None:
         table.add_row(t["trial_id"], t["status"], f"{t['macs'] / 1e9:.3f}", shown)
     console.print(table)
     if "search" in info:
-        console.print(f"optuna search: {info['search']}")
+        console.print(f"optuna search: {info['search']}", soft_wrap=True)
     if info["gpu_hours"] is not None:
         src = info["gpu_hours_from"]
         console.print(f"estimated GPU hours: {info['gpu_hours']:,.2f} (from a {src['mode']} "
@@ -342,11 +342,12 @@ def status(
         varies = f"; varies {', '.join(info['varies'])}" if info["varies"] else ""
         console.print(f"[bold]{sweep}[/]: {info['trials']} trials ({counts}); "
                       f"{info['compute_seconds']:,.0f}s of trial time, "
-                      f"{info['wall_seconds'] or 0:,.0f}s wall{varies}")  # fmt: skip
+                      f"{info['wall_seconds'] or 0:,.0f}s wall{varies}",
+                      soft_wrap=True)  # fmt: skip
         if info["best"]:
             order = [b["trial_id"] for b in info["best"]]
             ours = frame[frame["sweep"] == sweep]  # a trial_id may recur in another sweep
             best = ours.set_index("trial_id").loc[order].reset_index()
             _print_rows(best, f"best by {info['best_by']}", by_id=False, varying=info["varies"])
         for line in adaptive_lines(info["adaptive"]) if "adaptive" in info else []:
-            console.print(line, highlight=False, markup=False)
+            console.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -124,8 +124,8 @@ def trial(
         if row["status"] == "ok":
             out.print(
                 f"clean {_fraction(row['clean_acc'], row['clean_n'])}  "
-                f"PGD {_fraction(row['pgd_acc'], row['pgd_n'])}  "
-                f"CW {_fraction(row['cw_acc'], row['cw_n'])}  "
+                f"PGD-{row['pgd_steps']} {_fraction(row['pgd_acc'], row['pgd_n'])}  "
+                f"CW-{row['cw_steps']} {_fraction(row['cw_acc'], row['cw_n'])}  "
                 f"AA {_fraction(row['aa_acc'], row['aa_n'])}"
             )
             out.print(
