@@ -259,8 +259,8 @@ def trial_seconds(
 ) -> dict[str, float]:
     """Estimated wall-clock seconds of one trial on its runtime.workers workers: training
     (with per-epoch holdout checks) and evaluation."""
-    if macs is None:
-        macs = _macs(config.arch)
+    if macs is None:  # what the trial computes: at its data's image size (CIFAR: 32x32)
+        macs = _macs(config.arch, _image_size(config))
     train_fit = fit_rate(calibration["points"], "train_units_per_s")
     eval_fit = fit_rate(calibration["points"], "eval_units_per_s")
     workers = config.runtime.workers
@@ -339,10 +339,16 @@ def dry_run_estimate(
     return {"gpu_hours": hours, "source": source}
 
 
-def _macs(spec: ArchSpec) -> int:
+def _macs(spec: ArchSpec, image_size: int = 32) -> int:
     from sweeper.models import count_macs  # cached per spec, on the meta device
 
-    return int(count_macs(spec))
+    return int(count_macs(spec, image_size=image_size))
+
+
+def _image_size(config: TrialConfig) -> int:
+    """The side of the images a trial trains on (data.image_size is for digits and
+    synthetic data; CIFAR is 32x32). The `macs` column counts 32x32 whatever this is."""
+    return 32 if config.data.dataset.startswith("cifar") else config.data.image_size
 
 
 def _split_sizes(config: TrialConfig) -> tuple[int, int]:

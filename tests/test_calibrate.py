@@ -222,3 +222,17 @@ def test_the_dry_run_names_the_calibration_or_points_to_calibrate(
     assert f"(from a full calibration on Fake GPU, 2026-11-25: {path})" in text
     info = json.loads(_dry_run(tmp_path, capsys, "--json"))
     assert info["gpu_hours"] > 0 and info["gpu_hours_from"]["device"] == "Fake GPU"
+
+
+def test_a_trials_cost_is_counted_at_its_data_image_size() -> None:
+    """The `macs` column counts 32x32 images; the cost model counts what the trial computes."""
+    from sweeper.models import count_macs
+
+    calib = _fake_calibration()
+    data = {"dataset": "synthetic", "synthetic_train": 1000, "synthetic_test": 100}
+    small, full = (TrialConfig(data={**data, "image_size": n}, eval={"aa_size": 0})
+                   for n in (8, 32))  # fmt: skip
+    ratio = count_macs(small.arch, image_size=8) / count_macs(small.arch, image_size=32)
+    assert ratio < 0.2
+    s8, s32 = cal.trial_seconds(small, calib), cal.trial_seconds(full, calib)
+    assert s8["train_s"] / s32["train_s"] == pytest.approx(ratio)  # a constant-FLOP device
