@@ -288,7 +288,8 @@ def test_optuna_plans_name_their_sampled_keys_as_columns(tmp_path: Path) -> None
         "        derive.match_gmacs: {uniform: [0.1, 0.2]}\n"
         "search: {method: optuna, num_samples: 4}\n"
     )
-    assert make_plan(load(path), str(tmp_path)).varying == ["train.lr", "arch.depths.0"]
+    # arch.depths.0 is the fixed column depth1: no dotted copy of it
+    assert make_plan(load(path), str(tmp_path)).varying == ["train.lr"]
 
 
 # ---- a trial counted twice ----------------------------------------------------------------
