@@ -85,6 +85,9 @@ def test_two_drivers_started_together_one_runs_the_other_exits_2(tmp_path: Path)
     # nothing left to run: exit 0 (the failed row stays failed without --retry-failed)
     again = subprocess.run(_run(space, out), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
+    assert "1 trial(s) with a failed row were not rerun; --retry-failed reruns them" in (
+        again.stderr.strip().splitlines()
+    )
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="cleans up its processes via /proc")
