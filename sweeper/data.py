@@ -218,6 +218,28 @@ def _load_cifar(
     return train_x, train_y, test_x, test_y, num_classes
 
 
+def check_dataset(dataset: str, root: str | Path | None, *, download: bool = False) -> None:
+    """Raise DataError (one line: the folder and the layout expected there) when `dataset`
+    cannot be read from `root` (None: the default folder). Looks at names and sizes only, so
+    a sweep checks its data in a second, before any trial starts."""
+    if dataset not in _CIFAR:
+        return  # digits and synthetic need no files
+    root = Path(root) if root is not None else default_data_dir()
+    folder, train_files, test_files, _, _, url, _ = _CIFAR[dataset]
+    where = root / folder
+    if download and not where.exists():
+        return  # the first trial downloads it
+    names = [*train_files, *test_files]
+    missing = [n for n in names if not (where / n).is_file() or (where / n).stat().st_size == 0]
+    if not missing:
+        return
+    what = f"no {where}/" if not where.is_dir() else f"{where}/ lacks {', '.join(missing)}"
+    raise DataError(
+        f"{dataset}: {what}; expected {root}/{folder}/ holding {', '.join(names)} (the "
+        f"extracted Python version of {url}), or set runtime.download: true"
+    )
+
+
 def _read_cifar_files(
     where: Path, files: list[str], label_key: bytes, num_classes: int, url: str
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -85,6 +85,9 @@ def test_two_drivers_started_together_one_runs_the_other_exits_2(tmp_path: Path)
     # nothing left to run: exit 0 (the failed row stays failed without --retry-failed)
     again = subprocess.run(_run(space, out), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
+    assert "1 trial(s) with a failed row were not rerun; --retry-failed reruns them" in (
+        again.stderr.strip().splitlines()
+    )
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="cleans up its processes via /proc")
@@ -118,3 +121,35 @@ def test_an_address_where_no_cluster_answers_is_one_line_and_exit_2(tmp_path: Pa
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: --address 127.0.0.1:1: no Ray cluster answers there (")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="cleans up its processes via /proc")
+def test_sigterm_exits_143_releases_the_lease_and_a_rerun_finishes(tmp_path: Path) -> None:
+    """SLURM's scancel, time limit and preemption send SIGTERM: it used to kill the driver
+    with Ray's crash dump, exit 1, no "interrupted" line and the lease left behind."""
+    space, out, log = tmp_path / "cli.yaml", tmp_path / "r", tmp_path / "run.log"
+    space.write_text(SPACE.replace("1.0e+20", "0.1"))
+    cmd = _run(space, out, "--max-concurrent", "1", "--set", "train.epochs=12")
+    with marked_env() as env:
+        driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                                  start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not list((out / "cli" / "_ray").glob("run-*/*/checkpoint_*")):  # an epoch's
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.1)
+        driver.send_signal(signal.SIGTERM)  # the driver alone: its trials stop through Tune
+        assert driver.wait(timeout=600) == 143, log.read_text()[-3000:]
+        text = log.read_text()
+        left = 2 - len(results.read(str(out / "cli")))
+        assert text.strip().splitlines()[-1].startswith(
+            f"interrupted (SIGTERM): {left} trial(s) left unfinished; run the same command again"
+        ), text[-3000:]
+        assert "SIGTERM received" not in text and "Traceback" not in text, text[-3000:]
+        assert results.Lease(str(out / "cli")).current()[1] is None  # released
+        assert list((out / "cli" / "_ray").glob("run-*/*/checkpoint_*"))  # kept to resume
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"cli: {left} trial(s) to run" in again.stderr, again.stderr[-3000:]
+    rows = results.read(str(out / "cli"))
+    assert sorted(rows["status"]) == ["ok", "ok"] and rows["trial_id"].is_unique

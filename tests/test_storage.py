@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import dead_pid, marked_env, tiny_space
 
+from sweeper import results
 from sweeper.sweep.storage import clean_scratch, make_scratch, scratch_root
 
 
@@ -70,6 +71,8 @@ def test_a_node_that_does_not_see_the_results_store_is_one_error(tmp_path: Path)
     """A head and a worker node (`ray start`, loopback); the worker's mount namespace hides the
     folder that holds one results store, as a node-local disk would. A sweep there stops
     before any trial with exit 2 naming the node and path; on a store both see, it runs."""
+    from test_data import write_cifar10
+
     ray = Path(sys.executable).with_name("ray")
     space = tmp_path / "two.yaml"
     space.write_text(tiny_space("two"))
@@ -104,6 +107,15 @@ def test_a_node_that_does_not_see_the_results_store_is_one_error(tmp_path: Path)
                                      capture_output=True, text=True, timeout=600)  # fmt: skip
             fine = subprocess.run([*run, "--results", str(shared / "r")], env=env,
                                   capture_output=True, text=True, timeout=600)  # fmt: skip
+            # CIFAR that the driver sees and the worker node does not
+            write_cifar10(hidden / "data", per_batch=4)
+            cifar = tmp_path / "cifar.yaml"
+            cifar.write_text(tiny_space("cifar").replace("dataset: synthetic, image_size: 8",
+                                                         "dataset: cifar10"))  # fmt: skip
+            no_data = subprocess.run([*run[:4], str(cifar), *address, "--results",
+                                      str(shared / "r")], env={**env, "SWEEPER_DATA": str(
+                                      hidden / "data")}, capture_output=True, text=True,
+                                     timeout=600)  # fmt: skip
         finally:  # stop the cluster by process group (never `ray stop`: not only ours)
             for proc in started:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -115,3 +127,8 @@ def test_a_node_that_does_not_see_the_results_store_is_one_error(tmp_path: Path)
     assert not list((hidden / "r" / "two").glob("*.parquet"))  # no trial started
     assert fine.returncode == 0, fine.stderr[-3000:]
     assert len(list((shared / "r" / "two").glob("*.parquet"))) == 1
+    assert no_data.returncode == 2, no_data.stderr[-3000:]
+    [line] = no_data.stderr.strip().splitlines()
+    assert line.startswith("error: node ") and "Traceback" not in line, line
+    assert f": cifar10: no {hidden / 'data'}/cifar-10-batches-py/; expected " in line, line
+    assert results.read(str(shared / "r" / "cifar")).empty  # no trial started

@@ -69,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
+    except BaseException as err:  # SIGTERM before a run's trials (sweeper.sweep.signals)
+        from sweeper.sweep.signals import TERMINATED_EXIT, Terminated
+
+        if not isinstance(err, Terminated):
+            raise
+        print("interrupted (SIGTERM) before any trial started; run the same command again",
+              file=sys.stderr)  # fmt: skip
+        return TERMINATED_EXIT
     except typer.TyperException as err:  # usage errors: click's message, exit code 2
         show = getattr(err, "show", None)
         if show is None:

@@ -104,16 +104,32 @@ def run(
         _print_rows(rows, f"{loaded.name}: {summary.finished} of {summary.started} trial(s) "
                           f"finished in {summary.seconds:,.0f}s; rows in "
                           f"{summary.plan.sweep_uri}")  # fmt: skip
+    _say_skipped_failures(summary.plan, retry_failed)
     raise typer.Exit(_exit_code(summary))
 
 
-def _exit_code(summary: Any) -> int:
-    """0: every trial of this run ok; 1: some failed (named here); 130: interrupted."""
+def _say_skipped_failures(plan: Any, retry_failed: bool) -> None:
+    """A rerun leaves failed rows alone unless told: say how many, and how to retry them."""
     import sys
 
+    skipped = 0 if retry_failed else sum(1 for s in plan.existing.values() if s == "failed")
+    if skipped:
+        print(f"{skipped} trial(s) with a failed row were not rerun; --retry-failed reruns "
+              "them", file=sys.stderr)  # fmt: skip
+
+
+def _exit_code(summary: Any) -> int:
+    """0: every trial of this run ok; 1: some failed (named here); 130: interrupted (Ctrl+C);
+    143: stopped by SIGTERM (scancel, a time limit, preemption)."""
+    import sys
+
+    from sweeper.sweep.signals import TERMINATED_EXIT, interrupted_line
+
+    if summary.terminated:
+        print(interrupted_line(summary.unfinished, "SIGTERM"), file=sys.stderr)
+        return TERMINATED_EXIT
     if summary.unfinished:
-        print(f"interrupted: {summary.unfinished} trial(s) left unfinished; run the same "
-              "command again to finish them", file=sys.stderr)  # fmt: skip
+        print(interrupted_line(summary.unfinished), file=sys.stderr)
         return 130
     if summary.failed:
         names = ", ".join(f"{t} ({e})" for t, e in summary.failed[:10])

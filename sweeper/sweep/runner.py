@@ -16,8 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -314,6 +317,7 @@ class RunSummary:
     rows: Any  # pandas.DataFrame of this space's trials
     failed: list[tuple[str, str]] = field(default_factory=list)  # (trial_id, error), this run
     finished: int = 0  # trials of this run that ended (ok, failed or outside constraints)
+    terminated: bool = False  # SIGTERM stopped the run (scancel, a time limit): exit 143
 
     @property
     def unfinished(self) -> int:
@@ -328,22 +332,33 @@ def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None 
 
     Raises LeaseHeld (a SweeperError) at once when another driver runs the same sweep.
     """
+    from sweeper.sweep.signals import handle_sigterm
+
     t0 = time.monotonic()
-    with results.Lease(sweep_uri_of(space, options.results)) as lease:
+    sweep_uri = sweep_uri_of(space, options.results)
+    with results.Lease(sweep_uri) as lease, handle_sigterm(_give_up(lease)) as term:
         plan = make_plan(space, options.results, retry_failed=options.retry_failed, select=select)
         from sweeper.sweep.checkpoints import drop_finished
 
         drop_finished(plan.sweep_uri, set(plan.existing) - {c.trial_id for c in plan.to_run})
         if plan.budget == 0:
             return RunSummary(plan, 0, 0.0, _rows_of(plan))
+        term.plan = plan
+        data = _check_before_ray(plan, options)
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no json/csv/tbx
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         owned = _init_ray(options)
+        term.install()  # over Ray's own SIGTERM handler
         try:
             from sweeper.sweep.storage import check_shared_store
 
-            check_shared_store(plan.sweep_uri)
-            progress = _fit(plan, options, trial_fn, lease=lease)
+            _check_cluster(plan, options)
+            check_shared_store(plan.sweep_uri, data=data)
+            progress = _fit(plan, options, trial_fn, lease=lease, term=term)
+        except Exception:
+            if not term.received:
+                raise
+            progress = term.progress  # Ray went down with the SIGTERM (SLURM stops it too)
         finally:
             if owned:
                 import ray
@@ -354,12 +369,59 @@ def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None 
         raise SweeperError(f"{plan.sweep_uri}: another driver took this sweep over ({holder}); "
                            "this one stopped")  # fmt: skip
     return RunSummary(plan, plan.budget, time.monotonic() - t0, _rows_of(plan),
-                      failed=progress.failures(), finished=len(progress.finished))  # fmt: skip
+                      failed=progress.failures() if progress else [],
+                      finished=len(progress.finished) if progress else 0,
+                      terminated=term.received)  # fmt: skip
+
+
+def _give_up(lease: results.Lease) -> Callable[[Any], None]:
+    """What the SIGTERM watchdog does when Ray did not let the run end in time: the
+    interrupted line, then the lease released (sweeper.sweep.signals)."""
+    from sweeper.sweep.signals import interrupted_line
+
+    def give_up(term: Any) -> None:
+        progress, plan = term.progress, term.plan
+        budget = plan.budget if plan is not None else 0
+        left = max(0, budget - len(progress.finished)) if progress is not None else budget
+        print(interrupted_line(left, "SIGTERM"), file=sys.stderr, flush=True)
+        lease.release()
+
+    return give_up
+
+
+def _check_before_ray(plan: Plan, options: RunOptions) -> tuple[list, str]:
+    """Before Ray starts (seconds): the data every trial reads is there, and a private local
+    instance could hold one trial (sweeper.sweep.preflight). Returns what the nodes check
+    again: (data needs, the driver's default data folder)."""
+    from sweeper.data import default_data_dir
+    from sweeper.sweep import preflight
+
+    needs = preflight.data_needs(plan)
+    default = str(default_data_dir().resolve())
+    preflight.check_data(needs, default)
+    node = preflight.local_node() if not options.address else None
+    if node is not None:
+        gpus = options.gpus_per_trial
+        bundle = preflight.trial_bundle(plan, options, gpus if gpus is not None else
+                                        float(node["GPU"] > 0))  # fmt: skip
+        if bundle and not preflight.fits(bundle, [node]):
+            raise preflight.refusal(bundle, [node], options, "this machine")
+    return needs, default
+
+
+def _check_cluster(plan: Plan, options: RunOptions) -> None:
+    """Ray started: some node can ever hold one trial (or an autoscaler adds one in time)."""
+    from sweeper.sweep import preflight
+
+    bundle = preflight.trial_bundle(plan, options, _gpus_per_trial(options))
+    if bundle:
+        preflight.check_cluster(bundle, options)
 
 
 def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
-         lease: results.Lease | None = None) -> Any:  # fmt: skip
-    """Run the plan's trials on Tune; return the SweepProgress that saw them."""
+         lease: results.Lease | None = None, term: Any = None) -> Any:  # fmt: skip
+    """Run the plan's trials on Tune; return the SweepProgress that saw them. `term`: the
+    run's SIGTERM state (sweeper.sweep.signals), which learns of the progress."""
     from ray import tune
 
     from sweeper.data import default_data_dir
@@ -432,14 +494,31 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     )
     tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                        run_config=run_config)  # fmt: skip
-    with progress:
+    if term is not None:
+        term.progress = progress
+    with progress, _tune_stop_signal_restored():
         tuner.fit()
-    _record_lost_trials(plan, progress.lost.values())
+    if term is None or not term.received:  # SIGTERM kills trials too: theirs are no failures
+        _record_lost_trials(plan, progress.lost.values())
     # Ctrl+C (SIGINT) or SIGUSR1 ends tuner.fit() normally, its running trials marked
     # TERMINATED: keep the checkpoints unless every trial made its final report (or errored)
     if len(progress.finished) >= plan.budget:
         drop_checkpoints(fs, f"{base}/_ray/{run_config.name}")
     return progress
+
+
+@contextmanager
+def _tune_stop_signal_restored() -> Iterator[None]:
+    """Tune takes SIGUSR1 for its run and keeps it after; give it back, so a SIGTERM after
+    the run unwinds at once (sweeper.sweep.signals) instead of stopping a finished run."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread() and previous is not None:
+            signal.signal(signal.SIGUSR1, previous)
 
 
 def _lease_stopper(lease: results.Lease) -> Any:

@@ -31,18 +31,41 @@ from sweeper.results.lease import pid_alive
 PROBE_TIMEOUT_S = 180.0  # a loaded node may need a while to start a worker process
 
 
-def _write_probe(sweep_uri: str, node_id: str, token: str) -> str:
-    """On one node: write `<sweep>/_ray/_probe/<node_id>-<token>`; return this host's name."""
+def _write_probe(sweep_uri: str, node_id: str, token: str,
+                 data: tuple[list, str] | None = None) -> tuple[str, str | None]:  # fmt: skip
+    """On one node: write `<sweep>/_ray/_probe/<node_id>-<token>`; return this host's name
+    and, when `data` (needs, the driver's default folder) is given, the line saying which
+    dataset this node cannot read (None: all there)."""
     fs, base = results.location(sweep_uri)
     fs.create_dir(f"{base}/_ray/_probe", recursive=True)
     with fs.open_output_stream(f"{base}/_ray/_probe/{node_id}-{token}") as stream:
         stream.write(token.encode())
-    return socket.gethostname()
+    return socket.gethostname(), _data_problem(data)
 
 
-def check_shared_store(sweep_uri: str, *, timeout: float = PROBE_TIMEOUT_S) -> None:
+def _data_problem(data: tuple[list, str] | None) -> str | None:
+    """The node's view of the sweep's data: the folder a trial here would read (a node's own
+    absolute $SWEEPER_DATA wins over the driver's default, as in sweeper.data.adopt_data_dir)."""
+    if not data:
+        return None
+    from sweeper.data import default_data_dir
+    from sweeper.errors import DataError
+    from sweeper.sweep.preflight import check_data
+
+    needs, default = data
+    own = default_data_dir()
+    try:
+        check_data(needs, str(own) if own.is_absolute() else default)
+    except DataError as err:
+        return str(err)
+    return None
+
+
+def check_shared_store(sweep_uri: str, *, timeout: float = PROBE_TIMEOUT_S,
+                       data: tuple[list, str] | None = None) -> None:  # fmt: skip
     """Raise SweeperError naming the first node that does not see the results store (the
-    driver's own view) at `sweep_uri`. A single-node cluster needs no check."""
+    driver's own view) at `sweep_uri`, or that cannot read the sweep's `data` (see
+    `_write_probe`). A single-node cluster needs no check (the driver checked the data)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -56,7 +79,7 @@ def check_shared_store(sweep_uri: str, *, timeout: float = PROBE_TIMEOUT_S) -> N
         n["NodeID"]: probe.options(
             num_cpus=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-        ).remote(sweep_uri, n["NodeID"], token)
+        ).remote(sweep_uri, n["NodeID"], token, data)
         for n in nodes
     }
     ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
@@ -83,11 +106,13 @@ def _check_node(node: dict[str, Any], answer: Any, fs: Any, probe: str, sweep_ur
         raise SweeperError(f"{sweep_uri}: {where} did not answer the shared-storage probe "
                            f"within {timeout:.0f}s")  # fmt: skip
     try:
-        host = ray.get(answer)
+        host, problem = ray.get(answer)
     except Exception as err:  # noqa: BLE001 - the node's own error, reported on one line
         last = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
         raise SweeperError(f"{sweep_uri}: {where} cannot write to the results store: {last}"
                            ) from None  # fmt: skip
+    if problem:
+        raise SweeperError(f"{where}, host {host}: {problem}")
     if fs.get_file_info(probe).type != pafs.FileType.File:
         raise SweeperError(
             f"{sweep_uri}: {where}, host {host}, writes results where this driver cannot see "
