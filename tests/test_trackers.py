@@ -1,6 +1,8 @@
 """Experiment trackers through Ray Tune's callbacks: a tiny real sweep with `--log mlflow`
 leaves one MLflow run per trial (dotted params, per-epoch and final metrics), read back with
-MLflow's own client; `--log wandb` in offline mode writes its run files."""
+MLflow's own client; `--log wandb` in offline mode and `--log tensorboard` write their run
+files. W&B's offline test needs the wandb package (in the test extra); it is skipped
+without it."""
 
 from __future__ import annotations
 
@@ -79,15 +81,16 @@ def test_mlflow_one_run_per_trial_with_dotted_params_and_final_metrics(
     assert set(plain.rows["trial_id"]) == set(rows)
 
 
-def test_wandb_offline_writes_its_run_files(
+def test_wandb_offline_and_tensorboard_write_their_run_files(
     tmp_path: Path, ray_instance: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("wandb")
+    pytest.importorskip("tensorboardX")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     space = tmp_path / "wb.yaml"
     space.write_text(tiny_space("wb", GRID))
-    summary = sweeper.run(space, results=tmp_path / "r", log=["wandb"],
+    summary = sweeper.run(space, results=tmp_path / "r", log=["wandb", "tensorboard"],
                           log_uri=str(tmp_path / "wb"))  # fmt: skip
     assert set(summary.rows["status"]) == {"ok"}
     offline = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
@@ -95,3 +98,7 @@ def test_wandb_offline_writes_its_run_files(
     for run in offline:  # the run's log holds its config, with the dotted keys
         [log] = run.glob("*.wandb")
         assert b"arch.activation" in log.read_bytes() and b"clean_acc" in log.read_bytes()
+    events = sorted((tmp_path / "r" / "wb" / "_ray").rglob("events.out.tfevents.*"))
+    assert len(events) == 2  # one per trial, in its Tune folder
+    for event in events:  # the hparams entry holds the dotted keys, the scalars the metrics
+        assert b"arch.activation" in event.read_bytes() and b"clean_acc" in event.read_bytes()
