@@ -48,7 +48,7 @@ def run(
     subsample_seed: int = typer.Option(0, help="seed of the --subsample draw"),
     log: list[str] = typer.Option([], help="a tracker per trial: mlflow, wandb, tensorboard"),
     log_uri: str = typer.Option(None, help="MLflow tracking URI / W&B folder (default: "
-                                "RESULTS/<sweep>/_mlflow; ./wandb)"),
+                                "RESULTS/<sweep>/_mlflow; W&B: each trial's Tune folder)"),
 ) -> None:
     """Run every trial of a search space that has no result row yet."""
     from sweeper import space as spaces
