@@ -19,7 +19,7 @@ import sweeper  # noqa: E402
 from sweeper.cli import main  # noqa: E402
 from sweeper.config import TrialConfig  # noqa: E402
 from sweeper.sweep.runner import RunOptions, _init_ray  # noqa: E402
-from sweeper.sweep.trackers import flat_params  # noqa: E402
+from sweeper.sweep.trackers import default_log_uri, flat_params  # noqa: E402
 
 GRID = "axes:\n  - grid: {arch.activation: [relu, gelu]}\n"
 
@@ -38,6 +38,15 @@ def test_flat_params_are_dotted_and_scalar() -> None:
     assert params["arch.activation"] == "relu" and params["trial_id"] == config.trial_id
     assert "train.beta" in params and "runtime.workers" in params
     assert all(isinstance(v, (str, int, float, bool)) for v in params.values())
+
+
+def test_mlflow_writes_into_the_sweep_folder_unless_the_sweep_is_remote(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    local = SimpleNamespace(sweep_uri=str(tmp_path / "r" / "smoke"))
+    assert default_log_uri(local) == str(tmp_path / "r" / "smoke" / "_mlflow")  # type: ignore[arg-type]
+    remote = SimpleNamespace(sweep_uri="s3://bucket/r/smoke")
+    assert default_log_uri(remote).endswith("mlruns")  # type: ignore[arg-type]
 
 
 def test_an_unknown_tracker_is_one_line_and_exit_2(capsys: pytest.CaptureFixture) -> None:
