@@ -53,7 +53,7 @@ def test_the_wheel_runs_the_packaged_studies_from_an_empty_directory(tmp_path: P
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "sweeper", src / "sweeper", ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     wheels = tmp_path / "wheels"
 
@@ -65,10 +65,14 @@ def test_the_wheel_runs_the_packaged_studies_from_an_empty_directory(tmp_path: P
 
     pip = (sys.executable, "-m", "pip")
     run(*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, src)
-    [wheel] = wheels.glob("sweeper-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+    [wheel] = wheels.glob("robust_sweeper-*.whl")  # the distribution; `sweeper` on the index
+    with zipfile.ZipFile(wheel) as archive:  # is an unrelated project
         names = archive.namelist()
-    assert {n.split("/")[0] for n in names if not n.startswith("sweeper-")} == {"sweeper"}
+        [meta] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(meta).decode()
+    assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"sweeper"}
+    assert "License-Expression: MIT" in metadata and "Project-URL: Paper" in metadata
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "sweeper/studies/depth.yaml" in names and "sweeper/studies/_protocol.yaml" in names
 
     venv = tmp_path / "venv"

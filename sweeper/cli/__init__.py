@@ -18,18 +18,36 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from sweeper import __version__
+
+        print(f"sweeper {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version,
+                                      is_eager=True, help="Print the version and exit."),
+) -> None:
     """Adversarial-robustness architecture sweeps on Ray Tune."""
 
 
 @app.command()
-def version() -> None:
+def version(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+) -> None:
     """Print the sweeper and torch versions."""
+    import json
+
     import torch
 
     from sweeper import __version__
 
+    if as_json:
+        print(json.dumps({"sweeper": __version__, "torch": torch.__version__}))
+        return
     print(f"sweeper {__version__}, torch {torch.__version__}")
 
 

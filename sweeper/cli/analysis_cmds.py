@@ -161,6 +161,7 @@ def report_cmd(
     out: Annotated[Path, typer.Option(help="Folder for report.md and the PNGs.")] = Path("report"),
     metric: Annotated[str, typer.Option(help="Robust accuracy column to rank by.")] = "cw_acc",
     bootstrap: Annotated[int, typer.Option(min=0, help="Resamples of the scaling fit.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Write report.md (per-study tables: accuracies, 95% CIs, deltas from the baseline) and
     figures (factor effects, accuracy vs MACs, depth/width heat maps, scaling fit)."""
@@ -175,7 +176,11 @@ def report_cmd(
     path = _analysis("report").write_report(
         rows, out, metric=metric, bootstrap=bootstrap, origin=str(results)
     )
-    print(f"wrote {path} ({len(list(out.glob('*.png')))} figures)")
+    figures = sorted(str(p) for p in out.glob("*.png"))
+    if as_json:
+        print(json.dumps({"report": str(path), "figures": figures, "rows": len(rows)}))
+        return
+    print(f"wrote {path} ({len(figures)} figures)")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import typer
@@ -25,6 +27,7 @@ def calibrate_cmd(
     workers: int = typer.Option(
         1, min=1, help="also time TRADES-10 on this many data-parallel workers (local GPUs)"
     ),
+    as_json: bool = typer.Option(False, "--json", help="the calibration as JSON on stdout"),
 ) -> None:
     """Time TRADES-10 training and PGD-20 evaluation for a few model sizes; store images/s."""
     from sweeper import calibrate as cal
@@ -39,7 +42,8 @@ def calibrate_cmd(
         batch_size=batch_size,
         steps=steps,
         runtime=RuntimeConfig(compile=compile),
-        log=lambda line: print(line, flush=True),
+        log=(lambda line: print(line, file=sys.stderr, flush=True)) if as_json
+        else (lambda line: print(line, flush=True)),
         workers=workers,
     )
     try:
@@ -47,6 +51,9 @@ def calibrate_cmd(
     except OSError as err:
         raise ConfigError(f"cannot write {out or err.filename}: {err.strerror or err}",
                           key="--out") from None  # fmt: skip
+    if as_json:
+        print(json.dumps({"file": str(path), **calibration}, default=str))
+        return
     print(f"calibration of {calibration['device']} written to {path}")
 
 

@@ -171,31 +171,58 @@ def _print_evals(rows: list[dict[str, Any]], title: str) -> None:
 def export_cmd(
     sweep: str = typer.Argument(..., help="one sweep's results folder or URI (RESULTS/<sweep>)"),
     trial: str = typer.Argument(..., help="trial_id or a unique prefix"),
-    out: Path = typer.Option(None, "--out", help="model file to write (default: <trial_id>.pt)"),
+    out: Path = typer.Option(None, "--out", help="file to write (default: <trial_id>.pt/.pt2)"),
+    format_: str = typer.Option("sweeper", "--format",
+                                help="sweeper: a .pt for sweeper.load_model; export: a "
+                                "torch.export program (.pt2) that needs torch alone"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
 ) -> None:
     """Write one trial as a self-contained model file (architecture + weights + its config
     and metrics) that loads without the sweep machinery:
     `model, info = sweeper.models.load_model(FILE)`, or with torch alone plus the builder:
     `blob = torch.load(FILE, weights_only=True)`,
-    `model = build(ArchSpec(**blob["arch"])); model.load_state_dict(blob["state_dict"])`."""
+    `model = build(ArchSpec(**blob["arch"])); model.load_state_dict(blob["state_dict"])`.
+    With `--format export`, a torch.export program: `torch.export.load(FILE).module()`."""
     from sweeper import results
     from sweeper.config import TrialConfig
     from sweeper.models import save_model
 
+    if format_ not in ("sweeper", "export"):
+        raise SweeperError(f"--format: expected sweeper or export, got {format_[:40]!r}")
     frame = _sweep_rows(sweep)
     [trial_id] = _pick(list(frame["trial_id"]), [trial], sweep)
     [row] = _with_weights(frame, [trial_id], sweep)
     row = results.read_row(sweep, trial_id) or row  # plain Python values, not numpy's
     config = TrialConfig.model_validate_json(row["config"])
     state = results.load_weights(sweep, row["weights"])
-    target = out or Path(f"{trial_id}.pt")
+    target = out or Path(f"{trial_id}.{'pt2' if format_ == 'export' else 'pt'}")
     metrics = {k: row[k] for k in (*ACCURACIES, "clean_n", "pgd_n", "cw_n", "aa_n")}
     try:
-        save_model(target, config.arch, state, trial_id=trial_id, sweep=row["sweep"],
-                   config=row["config"], metrics=metrics, weights=row["weights"],
-                   sweeper_version=row["sweeper_version"])  # fmt: skip
+        if format_ == "export":
+            _save_program(target, config, state)
+        else:
+            save_model(target, config.arch, state, trial_id=trial_id, sweep=row["sweep"],
+                       config=row["config"], metrics=metrics, weights=row["weights"],
+                       sweeper_version=row["sweeper_version"])  # fmt: skip
     except OSError as err:
         raise SweeperError(f"--out: cannot write {target}: {err.strerror or err}") from None
+    load = (f"torch.export.load({str(target)!r}).module()" if format_ == "export"
+            else f"sweeper.load_model({str(target)!r})")  # fmt: skip
+    if as_json:
+        print(json.dumps({"file": str(target), "format": format_, "trial_id": trial_id,
+                          "sweep": row["sweep"], "block": row["block"], "metrics": metrics,
+                          "load": load}, indent=2))  # fmt: skip
+        return
     print(f"wrote {target} (trial {trial_id}, {row['block']} network, clean "
-          f"{100 * (row['clean_acc'] or 0):.1f}%); load it with "
-          f"sweeper.models.load_model({str(target)!r})")  # fmt: skip
+          f"{100 * (row['clean_acc'] or 0):.1f}%); load it with {load}")  # fmt: skip
+
+
+def _save_program(target: Path, config: Any, state: dict[str, Any]) -> None:
+    """The trial's network as a torch.export program (sweeper.models.exported)."""
+    from sweeper.models import build
+    from sweeper.models.exported import save_program
+
+    model = build(config.arch)
+    model.load_state_dict(state)
+    save_program(target, model, in_channels=config.arch.in_channels,
+                 image_size=config.data.image_size)  # fmt: skip

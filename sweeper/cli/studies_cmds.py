@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sweeper.errors import SweeperError
 def init(
     directory: Path = typer.Argument(Path("studies"), help="folder to copy the studies into"),
     force: bool = typer.Option(False, help="overwrite study files already there"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
 ) -> None:
     """Copy the paper's studies and the smoke sweep (with their shared _protocol.yaml) into
     DIRECTORY, to edit and run: `sweeper run DIRECTORY/depth.yaml`."""
@@ -31,6 +33,9 @@ def init(
             shutil.copyfile(file, directory / file.name)
     except OSError as err:
         raise SweeperError(f"{directory}: cannot copy the studies: {err.strerror or err}") from None
+    if as_json:
+        print(json.dumps({"directory": str(directory), "files": [f.name for f in files]}))
+        return
     print(f"copied {len(files)} files to {directory} (each study extends _protocol.yaml there); "
           f"edit them, then e.g.: sweeper run {directory / 'depth.yaml'} --dry-run")  # fmt: skip
 

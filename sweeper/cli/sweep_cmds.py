@@ -62,29 +62,33 @@ def run(
     from_: str = typer.Option(None, "--from", help="a finished sweep to --subsample from"),
     stratify: str = typer.Option("cw_acc", help="--subsample spreads K over this metric"),
     subsample_seed: int = typer.Option(0, help="seed of the --subsample draw"),
+    log: list[str] = typer.Option([], help="a tracker per trial: mlflow, wandb, tensorboard"),
+    log_uri: str = typer.Option(None, help="MLflow tracking URI / W&B folder (default: "
+                                "RESULTS/<sweep>/_mlflow; W&B: each trial's Tune folder)"),
 ) -> None:
     """Run every trial of a search space that has no result row yet."""
     from sweeper import space as spaces
     from sweeper.cli import economics_cmds
-    from sweeper.sweep.plan import RunOptions, make_plan
+    from sweeper.sweep.plan import make_plan
+    from sweeper.sweep.trackers import check_trackers
 
     if workers_per_trial is not None:  # the same as --set runtime.workers=N
         set_ = [*set_, f"runtime.workers={workers_per_trial}"]
     loaded = spaces.load(space, set_, sweep=sweep)
     order = economics_cmds.check_order(loaded, order)
+    trackers = check_trackers(log)
     select = economics_cmds.subsample_option(loaded, results, subsample, from_, stratify,
                                              subsample_seed)  # fmt: skip
     if dry_run:
         plan = make_plan(loaded, results, retry_failed=retry_failed, select=select)
         _print_plan(plan, as_json)
         return
-    from sweeper.sweep.runner import run_sweep
+    from sweeper import api
 
-    options = RunOptions(results=results, address=address, cpus_per_trial=cpus_per_trial,
-                         gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,
-                         max_failures=max_failures, retry_failed=retry_failed,
-                         progress=True, order=order)  # fmt: skip
-    summary = run_sweep(loaded, options, select=select)
+    summary = api.run(loaded, results, address=address, cpus_per_trial=cpus_per_trial,
+                      gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,
+                      max_failures=max_failures, retry_failed=retry_failed, progress=True,
+                      order=order, select=select, log=trackers, log_uri=log_uri)  # fmt: skip
     rows = summary.rows
     if as_json:
         out = {

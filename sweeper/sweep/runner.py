@@ -428,6 +428,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     from sweeper.sweep.checkpoints import drop_checkpoints
     from sweeper.sweep.progress import SweepProgress
     from sweeper.sweep.search import optuna_search
+    from sweeper.sweep.trackers import tracker_callbacks
 
     space = plan.space
     fs, base = results.location(plan.sweep_uri)
@@ -486,7 +487,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
         name=f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{os.getpid()}",
         verbose=0,
         progress_reporter=None,
-        callbacks=[progress],
+        callbacks=[progress, *tracker_callbacks(plan, options)],
         stop=_lease_stopper(lease) if lease is not None else None,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
