@@ -14,7 +14,6 @@ import typer
 from sweeper.cli.analysis_cmds import ACCURACIES
 from sweeper.errors import SweeperError
 
-
 THREAT_LABELS = (("L2 PGD", "l2_pgd_acc"), ("L2 AA", "l2_aa_acc"),
                  ("corruptions", "corruption_acc"))  # fmt: skip
 
