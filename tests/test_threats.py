@@ -62,9 +62,6 @@ def test_pgd_l2_matches_torchattacks_and_a_textbook_reference() -> None:
     model, data = _digits()
     x, y = data.test_x[:64].float() / 255, data.test_y[:64]
     kw = dict(eps=L2_EPS, step_size=0.1, steps=10, loss="ce")
-    ours = pgd(model, x, y, random_start=False, norm="l2", **kw)
-    theirs = torchattacks.PGDL2(model, eps=L2_EPS, alpha=0.1, steps=10, random_start=False)(x, y)
-    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
     # with a random start: the reference runs from the very start ours drew (steps=0)
     start = pgd(model, x, y, random_start=True, norm="l2", generator=torch.Generator()
                 .manual_seed(3), **{**kw, "steps": 0})  # fmt: skip
@@ -73,7 +70,12 @@ def test_pgd_l2_matches_torchattacks_and_a_textbook_reference() -> None:
                generator=torch.Generator().manual_seed(3), **kw)  # fmt: skip
     reference = _reference_pgd_l2(model, x, y, start, eps=L2_EPS, alpha=0.1, steps=10)
     assert torch.allclose(ours, reference, atol=1e-5)
+    # torchattacks.PGDL2 from x itself (its random start draws from its own RNG)
+    ours = pgd(model, x, y, random_start=False, norm="l2", **kw)
+    theirs = torchattacks.PGDL2(model, eps=L2_EPS, alpha=0.1, steps=10, random_start=False)(x, y)
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
     assert (_l2(ours - x) <= L2_EPS + 1e-5).all() and ours.min() >= 0 and ours.max() <= 1
+    model.eval()  # torchattacks may leave the model in another mode
     # and it is an attack: far stronger than the clean accuracy, weaker at a smaller radius
     clean = accuracy(model, x, y, batch_size=64)
     assert accuracy(model, ours, y, batch_size=64) < clean - 0.2
@@ -201,3 +203,19 @@ def test_a_digits_trial_under_all_three_threats() -> None:
     row = run_trial(config, catch=False)
     assert all(row[c] is None for c in ("l2_pgd_acc", "l2_aa_acc", "corruption_acc",
                                         "corruption_accs", "corruption_source"))  # fmt: skip
+
+
+def test_threat_models_study_lists_its_trials(tmp_path, capsys) -> None:
+    """`sweeper run threat_models --dry-run`: the packaged study, every network under all
+    three threats (the width matching builds each network once: slow on a loaded CPU)."""
+    from sweeper import space
+    from sweeper.cli import main
+
+    args = ["run", "threat_models", "--dry-run", "--json", "--results", str(tmp_path)]
+    assert main(args) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert (listing["sweep"], listing["trials"], listing["to_run"]) == ("threat_models", 48, 48)
+    configs = space.expand(space.load("threat_models"))
+    assert {c.eval.threats for c in configs} == {("linf", "l2", "corruptions")}
+    assert {(c.arch.block, c.arch.se) for c in configs} >= {("robust", "residual"),
+                                                            ("basic", "standard")}  # fmt: skip
