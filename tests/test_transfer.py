@@ -109,3 +109,16 @@ def test_a_cpu_digits_study_then_transfer(tmp_path: Path) -> None:
         assert shown.returncode == 0, shown.stderr[-2000:]
         assert "Kendall tau" in shown.stdout and "95% CI [" in shown.stdout
         assert plot.stat().st_size > 1000
+
+
+def test_report_has_a_threat_model_section(tmp_path) -> None:
+    from sweeper.analysis.report import write_report
+    from sweeper.analysis.tables import load
+    from sweeper.analysis.transfer import with_evaluations
+
+    folder = tmp_path / "planted"
+    _planted(folder)
+    rows = with_evaluations(load(folder), results.read_evals(str(folder)))
+    text = write_report(rows, tmp_path / "report", bootstrap=100).read_text()
+    assert "## Threat models" in text and "### planted: linf -> l2" in text
+    assert "Kendall tau" in text and (tmp_path / "report" / "transfer_planted_linf_l2.png").exists()

@@ -210,3 +210,35 @@ def corruption_table(rows: pd.DataFrame) -> pd.DataFrame:
     for blob in rows.get("corruption_accs", pd.Series(dtype=object)).dropna():
         per.append({k: float(np.mean(v)) for k, v in json.loads(blob).items()})
     return pd.DataFrame(per).mean().to_frame("accuracy") if per else pd.DataFrame()
+
+
+def report_section(rows: pd.DataFrame, out: Any, *, bootstrap: int = 1000) -> list[str]:
+    """`sweeper report`'s threat-model section: per sweep scored under several threats, the
+    transfer from linf to each other threat, its scatter, and the mean per corruption."""
+    from pathlib import Path
+
+    from sweeper.analysis.plots import save
+    from sweeper.analysis.tables import to_markdown
+
+    lines: list[str] = []
+    for sweep, part in ok_rows(rows).groupby("sweep", sort=True):
+        for target in ("l2", "corruptions"):
+            try:
+                result = transfer(part, "linf", target, resamples=bootstrap)
+            except SweeperError:
+                continue  # not evaluated under both threats, or too few networks
+            fig = save(scatter(result), Path(out) / f"transfer_{sweep}_linf_{target}.png")
+            lines += [f"### {sweep}: linf -> {target}", "", *summary_lines(result), "",
+                      f"![{sweep} linf vs {target}]({fig.name})", ""]  # fmt: skip
+        table = corruption_table(part)
+        if not table.empty:
+            table["accuracy"] = (100 * table["accuracy"]).round(1)
+            sources = ", ".join(sorted(part["corruption_source"].dropna().unique()))
+            lines += [f"### {sweep}: accuracy per corruption (%, mean of 5 severities)", "",
+                      f"Source: {sources}.", "", to_markdown(table), ""]  # fmt: skip
+    if not lines:
+        return []
+    return ["## Threat models: do the rankings survive L2 attacks and corruptions?", "",
+            "Networks (seeds averaged) ranked under L-inf and under each other threat the "
+            "sweep was scored under (`eval.threats`); 95% BCa bootstrap intervals over "
+            "networks.", "", *lines]  # fmt: skip
