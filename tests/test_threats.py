@@ -219,3 +219,45 @@ def test_threat_models_study_lists_its_trials(tmp_path, capsys) -> None:
     assert {c.eval.threats for c in configs} == {("linf", "l2", "corruptions")}
     assert {(c.arch.block, c.arch.se) for c in configs} >= {("robust", "residual"),
                                                             ("basic", "standard")}  # fmt: skip
+
+
+EVAL_SPACE = """
+sweep: threats_eval
+base:
+  arch: {depths: 1, widths: 0.5, stem_channels: 8}
+  data: {dataset: synthetic, image_size: 8, synthetic_train: 200, synthetic_test: 40,
+         holdout_size: 20}
+  train: {method: trades, epochs: 2, batch_size: 50, lr: 0.05, steps: 2, step_size: 4.0}
+  eval: {pgd_steps: 3, cw_steps: 0, aa_size: 0, history_pgd_steps: 0, batch_size: 100}
+"""
+
+
+def test_sweeper_eval_scores_stored_weights_under_new_threats(tmp_path, capsys) -> None:
+    from sweeper import results
+    from sweeper.cli import main
+    from sweeper.reevaluate import evaluation_settings
+    from sweeper.space import expand, load
+    from sweeper.sweep.plan import varying_columns
+    from sweeper.sweep.runner import _store
+
+    path = tmp_path / "threats_eval.yaml"
+    path.write_text(EVAL_SPACE)
+    space = load(path)
+    (config,) = expand(space)
+    assert "threats" not in evaluation_settings(config)["eval"]  # stored eval ids unchanged
+    sweep = results.sweep_dir(str(tmp_path / "r"), space.name)
+    row = run_trial(config, weights_dir=tmp_path / "work")
+    _store(sweep, row, space, varying_columns(space, [config]))
+    args = ["eval", sweep, "--json", "--set", "eval.threats=[l2,corruptions]",
+            "--set", "eval.corruption_size=6", "--set", "eval.aa_size=8",
+            "--set", "eval.aa_version=custom", "--set", "eval.aa_attacks=[apgd-ce]"]  # fmt: skip
+    assert main(args) == 0
+    (ev,) = json.loads(capsys.readouterr().out)["rows"]
+    assert ev["status"] == "ok" and ev["clean_acc"] == row["clean_acc"]
+    assert ev["pgd_acc"] is None and ev["aa_acc"] is None  # linf not asked for
+    for col in ("l2_pgd_acc", "l2_aa_acc", "corruption_acc"):
+        assert 0 <= ev[col] <= 1, col
+    assert ev["corruption_n"] == 6 and ev["corruption_source"].startswith("generated:")
+    stored = results.read_evals(sweep)
+    assert len(stored) == 1 and stored["l2_aa_acc"].iloc[0] == ev["l2_aa_acc"]
+    assert results.read(sweep)["l2_aa_acc"].isna().all()  # the training row is untouched
