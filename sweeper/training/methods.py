@@ -40,12 +40,14 @@ def _radius(cfg: TrainConfig) -> tuple[float, float]:
 def _pgd_examples(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -> Tensor:
     """PGD-k on cross-entropy in eval mode (in train.norm's ball), started at
     x + step * N(0, 1) as the reference's MadrysLoss and MartLoss (core/losses/madrys.py,
-    mart.py)."""
+    mart.py); under L2 at a random point of the ball (per-pixel noise of the step's size
+    would start far outside it)."""
     eps, step = _radius(cfg)
+    sigma = None if cfg.norm == "l2" else step
     with eval_mode(model):
         return attacks.pgd(
             model, x, y, eps=eps, step_size=step, steps=cfg.steps, loss="ce",
-            random_start=True, start_sigma=step, generator=gen, norm=cfg.norm,
+            random_start=True, start_sigma=sigma, generator=gen, norm=cfg.norm,
         )  # fmt: skip
 
 
