@@ -1,14 +1,19 @@
-"""L-inf attacks for adversarial training and evaluation, and accuracy under attack.
+"""L-inf and L2 attacks for adversarial training and evaluation, and accuracy under attack.
 
 Units: eps and step sizes here are in [0, 1] pixel units (the caller divides the config's
-1/255 values by 255). Inputs are float images in [0, 1]; every adversarial example returned
-lies in the eps ball around its input and in [0, 1].
+1/255 L-inf values by 255; L2 values are given in these units already). Inputs are float
+images in [0, 1]; every adversarial example returned lies in the eps ball around its input
+and in [0, 1].
 
 Model mode: the attacks use the model as they find it. The protocol generates attacks with the
 model in eval mode (BatchNorm on its running statistics), so the trainer wraps attack generation
 in `eval_mode(model)` and switches back to train mode for the update (FGSM-RS alone attacks in
 train mode, as Wong et al. do); `accuracy` and `autoattack_accuracy` switch to eval mode
 themselves.
+
+L2 PGD (norm="l2") steps along the L2-normalised gradient and projects onto the L2 ball
+(Madry et al. 2018); its evaluation start is a uniformly random radius in [0, eps] along a
+Gaussian direction, clipped into [0, 1] (as torchattacks.PGDL2).
 
 Random starts are the reference code's (zhichao-lu/robust-residual-network): evaluation PGD /
 CW from x + U(-eps, eps), PGD-AT and MART from x + step * N(0, 1), TRADES from
@@ -38,6 +43,8 @@ from sweeper.distributed import all_sum, shard
 log = logging.getLogger(__name__)
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Norm = Literal["linf", "l2"]
+_TINY = 1e-12  # keeps the L2 normalisation of a zero gradient / perturbation finite
 
 
 @contextmanager
@@ -55,6 +62,32 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Into the L-inf ball of radius eps around x, then into [0, 1]."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+
+
+def _l2_norms(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample L2 norms, shaped to broadcast against t."""
+    return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Into the L2 ball of radius eps around x, then into [0, 1] (clipping moves each pixel
+    towards x's, so the point stays in the ball)."""
+    delta = x_adv - x
+    delta = delta * (eps / (_l2_norms(delta) + _TINY)).clamp(max=1)
+    return (x + delta).clamp_(0, 1)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
+    """Into the eps ball of `norm` around x, then into [0, 1]."""
+    return _project_l2(x_adv, x, eps) if norm == "l2" else _project(x_adv, x, eps)
+
+
+def _l2_start(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+    """x + r * eps * d / |d|, d ~ N(0, I), r ~ U(0, 1), clipped into [0, 1]."""
+    direction = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    radius = torch.rand(_l2_norms(direction).shape, device=x.device, dtype=x.dtype,
+                        generator=generator)  # fmt: skip
+    return (x + direction * (radius * eps / (_l2_norms(direction) + _TINY))).clamp_(0, 1)
 
 
 def _uniform_start(
@@ -100,13 +133,15 @@ def pgd(
     start_sigma: float | None = None,
     cw_kappa: float = 0.0,
     generator: torch.Generator | None = None,
+    norm: Norm = "linf",
 ) -> torch.Tensor:
-    """L-inf PGD (Madry et al.): `steps` signed-gradient ascent steps on cross-entropy or,
-    with loss="cw", on the CW margin with confidence `cw_kappa` (CW-k), each projected back
-    into the eps ball and [0, 1].
+    """PGD (Madry et al.): `steps` ascent steps on cross-entropy or, with loss="cw", on the CW
+    margin with confidence `cw_kappa` (CW-k), each projected back into the eps ball of `norm`
+    and [0, 1]. L-inf steps along the gradient's sign, L2 along the L2-normalised gradient.
 
-    random_start: x + U(-eps, eps), or x + start_sigma * N(0, 1) when start_sigma is given
-    (the reference's PGD-AT / MART start); drawn from `generator` (on x's device).
+    random_start: x + U(-eps, eps) (L2: a random point of the L2 ball, see the module
+    docstring), or x + start_sigma * N(0, 1) when start_sigma is given (the reference's
+    PGD-AT / MART start); drawn from `generator` (on x's device).
     """
     if loss not in ("ce", "cw"):
         raise ValueError(f"unknown PGD loss {loss!r}; choose from 'ce', 'cw'")
@@ -115,6 +150,8 @@ def pgd(
         x_adv = x.clone()
     elif start_sigma is not None:
         x_adv = _normal_start(x, start_sigma, generator)
+    elif norm == "l2":
+        x_adv = _l2_start(x, eps, generator)
     else:
         x_adv = _uniform_start(x, eps, generator)
 
@@ -123,7 +160,8 @@ def pgd(
             return F.cross_entropy(logits, y, reduction="sum")
         return cw_margin(logits, y, cw_kappa).sum()
 
-    return _ascend(model, x, x_adv, objective, eps=eps, step_size=step_size, steps=steps)
+    return _ascend(model, x, x_adv, objective, eps=eps, step_size=step_size, steps=steps,
+                   norm=norm)  # fmt: skip
 
 
 def _ascend(
@@ -135,15 +173,21 @@ def _ascend(
     eps: float,
     step_size: float,
     steps: int,
+    norm: Norm = "linf",
 ) -> torch.Tensor:
-    """L-inf signed-gradient ascent of objective(logits) from x_adv, projected each step."""
+    """Ascent of objective(logits) from x_adv, projected each step: signed-gradient steps
+    (L-inf) or L2-normalised gradient steps (L2)."""
     for _ in range(steps):
         with torch.enable_grad():  # works even when the caller is under torch.no_grad()
             x_adv.requires_grad_(True)
             logits = model(x_adv).float()  # fp32 loss even under bf16 autocast
             (grad,) = torch.autograd.grad(objective(logits), x_adv)
-        x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
-    return x_adv.detach() if steps else _project(x_adv.detach(), x, eps)
+        if norm == "l2":
+            grad = grad / (_l2_norms(grad) + _TINY)
+        else:
+            grad = grad.sign()
+        x_adv = project(x_adv.detach() + step_size * grad, x, eps, norm)
+    return x_adv.detach() if steps else project(x_adv.detach(), x, eps, norm)
 
 
 def fgsm_rs(
@@ -175,8 +219,9 @@ def trades_adversary(
     step_size: float,
     steps: int,
     generator: torch.Generator | None = None,
+    norm: Norm = "linf",
 ) -> torch.Tensor:
-    """The TRADES inner maximisation (Zhang et al. 2019): signed-gradient ascent on
+    """The TRADES inner maximisation (Zhang et al. 2019): ascent (in `norm`'s ball) on
     KL(p(x) || p(x_adv)) = sum p(x) * (log p(x) - log p(x_adv)), started at x + 0.001 * N(0, 1)
     (not projected: the reference's core/losses/trades.py).
 
@@ -190,7 +235,8 @@ def trades_adversary(
     def objective(logits: torch.Tensor) -> torch.Tensor:
         return F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="sum")
 
-    return _ascend(model, x, x_adv, objective, eps=eps, step_size=step_size, steps=steps)
+    return _ascend(model, x, x_adv, objective, eps=eps, step_size=step_size, steps=steps,
+                   norm=norm)  # fmt: skip
 
 
 def accuracy(
@@ -273,8 +319,10 @@ def autoattack_accuracy(
     batch_size: int,
     device: torch.device | str,
     seed: int = 0,
+    norm: Norm = "linf",
 ) -> float:
-    """Robust accuracy under AutoAttack (Croce & Hein 2020, L-inf) through pyautoattack.
+    """Robust accuracy under AutoAttack (Croce & Hein 2020; `norm` linf or l2, eps in [0, 1]
+    pixel units either way) through pyautoattack.
 
     `attacks` (e.g. ["apgd-ce", "apgd-t"]) only with version="custom". The accuracy is measured
     here on the returned examples, after checking they lie in the eps ball and [0, 1].
@@ -293,11 +341,10 @@ def autoattack_accuracy(
     if x_part.shape[0] > 0:  # more workers than points leaves some without any
         robust = _autoattack_robust(model, x_part, y_part, eps=eps, version=version,
                                     attacks=attacks, batch_size=batch_size, device=device,
-                                    seed=seed)  # fmt: skip
+                                    seed=seed, norm=norm)  # fmt: skip
     acc = all_sum(robust).item() / x.shape[0]
-    log.info(
-        "AutoAttack %s on %d points, eps %.5f: robust accuracy %.4f", version, x.shape[0], eps, acc
-    )
+    log.info("AutoAttack %s %s on %d points, eps %.5f: robust accuracy %.4f", norm, version,
+             x.shape[0], eps, acc)  # fmt: skip
     return acc
 
 
@@ -312,6 +359,7 @@ def _autoattack_robust(
     batch_size: int,
     device: torch.device | str,
     seed: int,
+    norm: Norm = "linf",
 ) -> torch.Tensor:
     """Number of (x, y) AutoAttack does not break, as a 0-d tensor on `device`."""
     from pyautoattack import AutoAttack  # imported here: only evaluation needs it
@@ -330,7 +378,7 @@ def _autoattack_robust(
         with eval_mode(model), torch.random.fork_rng(devices=cuda):
             adversary = AutoAttack(
                 wrapped,
-                norm="Linf",
+                norm={"linf": "Linf", "l2": "L2"}[norm],
                 eps=eps,
                 version=version,
                 attacks=list(attacks) if attacks is not None else None,
@@ -350,11 +398,14 @@ def _autoattack_robust(
         aa_log.removeFilter(dedupe)
 
     x_adv = x_adv.to(device)
-    overshoot = (x_adv - x).abs().amax().item() - eps
-    if overshoot > 1e-5 or x_adv.min().item() < -1e-6 or x_adv.max().item() > 1 + 1e-6:
+    delta = x_adv - x
+    size = _l2_norms(delta) if norm == "l2" else delta.abs()
+    overshoot = size.amax().item() - eps
+    tolerance = 1e-4 if norm == "l2" else 1e-5
+    if overshoot > tolerance or x_adv.min().item() < -1e-6 or x_adv.max().item() > 1 + 1e-6:
         raise RuntimeError(
             f"AutoAttack returned examples outside the eps ball / [0, 1] "
-            f"(L-inf overshoot {overshoot:.2e})"
+            f"({norm} overshoot {overshoot:.2e})"
         )
-    x_adv = _project(x_adv, x, eps)  # float rounding only; checked above
+    x_adv = project(x_adv, x, eps, norm)  # float rounding only; checked above
     return _correct(model, x_adv, y, batch_size=batch_size)

@@ -49,6 +49,9 @@ class DataConfig(_Section):
 
 
 FGSM_STEP = 1.25  # FGSM-RS step as a multiple of eps (Wong et al. 2020)
+L2_STEP = 0.25  # L2 training attack step as a multiple of eps (2.5 * eps / 10 steps, Madry)
+L2_METHODS = ("pgd", "trades")
+THREATS = ("linf", "l2", "corruptions")
 
 
 class TrainConfig(_Section):
@@ -67,9 +70,13 @@ class TrainConfig(_Section):
     milestones: tuple[float, ...] = (0.75, 0.9)  # fractions of the run, lr x gamma at each
     gamma: float = Field(0.1, gt=0)
     warmup_epochs: float = Field(0.0, ge=0)
-    eps: float = Field(8.0, ge=0)  # L-inf radius in 1/255 pixel units
+    # Threat of the training attack (PGD-AT and TRADES): linf, or l2 (eps and step_size
+    # then in L2 units of [0, 1] images, e.g. eps 0.5)
+    norm: Literal["linf", "l2"] = "linf"
+    eps: float = Field(8.0, ge=0)  # L-inf radius in 1/255 pixel units (norm l2: L2 radius)
     # Attack step in 1/255 pixel units. Unset: 2 (PGD-AT, TRADES, MART: the reference's
-    # 2/255) or FGSM_STEP * eps (fgsm); the stored config holds the number used.
+    # 2/255), FGSM_STEP * eps (fgsm) or L2_STEP * eps (norm l2); the stored config holds
+    # the number used.
     step_size: float = Field(2.0, gt=0)
     steps: int = Field(10, ge=1)  # attack steps during training
     beta: float = Field(6.0, ge=0)  # TRADES / MART regulariser weight
@@ -91,9 +98,22 @@ class TrainConfig(_Section):
             return data
         data = {k: v for k, v in data.items() if k != "step_size"}
         eps = data.get("eps", 8.0)
-        if data.get("method") == "fgsm" and isinstance(eps, (int, float)) and eps > 0:
+        if not isinstance(eps, (int, float)) or eps <= 0:
+            return data
+        if data.get("norm") == "l2":
+            data["step_size"] = L2_STEP * float(eps)
+        elif data.get("method") == "fgsm":
             data["step_size"] = FGSM_STEP * float(eps)
         return data
+
+    @model_validator(mode="after")
+    def _l2_methods(self) -> TrainConfig:
+        if self.norm == "l2" and self.method not in L2_METHODS:
+            raise ValueError(
+                f"norm: l2 training is for methods {', '.join(L2_METHODS)} "
+                f"(got method {self.method!r})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stop_within_schedule(self) -> TrainConfig:
@@ -128,6 +148,22 @@ class EvalConfig(_Section):
     # holdout PGD accuracy (the reference keeps its best-PGD-20 epoch; it picks it on the
     # test set, we on the holdout split, which the test metrics never see).
     checkpoint: Literal["last", "best"] = "last"
+    # Threat models evaluated (sweeper.threats): linf (PGD / CW / AutoAttack above), l2
+    # (PGD-L2 and AutoAttack norm L2 at l2_eps), corruptions (CIFAR-10-C protocol).
+    # Clean accuracy is always measured.
+    threats: tuple[Literal["linf", "l2", "corruptions"], ...] = ("linf",)
+    l2_eps: float = Field(0.5, ge=0)  # L2 radius in [0, 1] pixel units (RobustBench's 0.5)
+    l2_pgd_steps: int = Field(20, ge=0)  # 0: skip PGD-L2
+    l2_pgd_step_size: float = Field(0.0625, gt=0)  # L2 units; 2.5 * 0.5 / 20 (Madry's rule)
+    # First N test images per corruption and severity (of the test split as loaded)
+    corruption_size: int = Field(1000, ge=1)
+
+    @field_validator("threats")
+    @classmethod
+    def _threats_once(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"expected distinct threats from {', '.join(THREATS)}")
+        return v
 
     @model_validator(mode="after")
     def _aa_attacks_match_version(self) -> EvalConfig:
@@ -157,6 +193,29 @@ class RuntimeConfig(_Section):
 
 # How a trial runs and where its row goes, not what it is: no part of its trial_id
 NOT_IDENTITY = ("runtime", "sweep", "study")
+
+# Keys added after trials were stored: left out of a trial's identity while they hold their
+# defaults, so the trial ids (and evaluation ids) of earlier configs stay what they were.
+LATER_KEYS = {
+    "train": ("norm",),
+    "eval": ("threats", "l2_eps", "l2_pgd_steps", "l2_pgd_step_size", "corruption_size"),
+}
+
+
+def drop_later_defaults(section: str, dump: dict[str, Any]) -> dict[str, Any]:
+    """`dump` (one section's model_dump) without the LATER_KEYS that hold their default."""
+    model = {"train": TrainConfig, "eval": EvalConfig}[section]
+    fields = model.model_fields
+    out = dict(dump)
+    for key in LATER_KEYS.get(section, ()):
+        default = fields[key].default
+        if key in out and _json_equal(out[key], default):
+            del out[key]
+    return out
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    return json.dumps(a) == json.dumps(list(b) if isinstance(b, tuple) else b)
 
 
 class TrialConfig(_Section):
@@ -203,7 +262,10 @@ class TrialConfig(_Section):
 
     def identity(self) -> dict[str, Any]:
         """The config that defines the experiment (no runtime, no sweep or study name)."""
-        return self.model_dump(mode="json", exclude=set(NOT_IDENTITY))
+        ident = self.model_dump(mode="json", exclude=set(NOT_IDENTITY))
+        for section in LATER_KEYS:
+            ident[section] = drop_later_defaults(section, ident[section])
+        return ident
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

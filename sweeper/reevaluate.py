@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sweeper.config import TrialConfig
+from sweeper.config import TrialConfig, drop_later_defaults
 from sweeper.errors import ConfigError
 from sweeper.trial import device_name, evaluate, pick_device, seed_everything
 
@@ -32,15 +32,16 @@ def check_eval_override(key: str) -> None:
 
 
 def evaluation_settings(config: TrialConfig) -> dict[str, Any]:
-    """What the metrics depend on besides the weights: the eval section and the test data."""
+    """What the metrics depend on besides the weights: the eval section and the test data
+    (keys added later, at their defaults, left out: stored evaluations keep their ids)."""
     return {
-        "eval": config.eval.model_dump(mode="json"),
+        "eval": drop_later_defaults("eval", config.eval.model_dump(mode="json")),
         "data": config.data.model_dump(mode="json"),
     }
 
 
 def evaluate_state(config: TrialConfig, state: dict[str, Any]) -> dict[str, Any]:
-    """The metric columns (clean/PGD/CW/AA accuracy and their n), `device` and
+    """The metric columns (clean accuracy, those of each of eval.threats), `device` and
     `eval_seconds` of the network `config.arch` with weights `state`."""
     from sweeper import models
     from sweeper.data import load_dataset

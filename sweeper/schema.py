@@ -87,6 +87,18 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("eval_eps", pa.float64()),  # EVALUATION attack radius (eval.eps), 1/255 pixel units
     ("pgd_steps", pa.int64()),  # steps of the PGD attack behind pgd_acc (eval.pgd_steps)
     ("cw_steps", pa.int64()),  # steps of the CW attack behind cw_acc (eval.cw_steps)
+    # other threat models (eval.threats; sweeper.threats); null where not evaluated
+    ("train_norm", pa.string()),  # threat of the training attack: linf | l2 (train.norm)
+    ("l2_eps", pa.float64()),  # L2 radius in [0, 1] pixel units (eval.l2_eps)
+    ("l2_pgd_acc", pa.float64()),  # PGD-L2 (eval.l2_pgd_steps)
+    ("l2_aa_acc", pa.float64()),  # AutoAttack norm L2 on the first aa_size points
+    ("l2_pgd_n", pa.int64()),
+    ("l2_aa_n", pa.int64()),
+    ("corruption_acc", pa.float64()),  # mean over 15 corruptions x 5 severities
+    # JSON: {corruption: [accuracy at severity 1, ..., 5]}
+    ("corruption_accs", pa.string()),
+    ("corruption_source", pa.string()),  # CIFAR-10-C / CIFAR-100-C files, or generated (seed)
+    ("corruption_n", pa.int64()),  # test images per corruption and severity
 ]
 
 SCHEMA = pa.schema(_COLUMNS)
@@ -103,13 +115,16 @@ COLUMNS: list[str] = [name for name, _ in _COLUMNS]
 PROVENANCE = ["git_commit", "host", "python_version", "numpy_version", "ray_version",
               "autoattack_version"]  # fmt: skip
 
+THREAT_METRICS = ["l2_eps", "l2_pgd_acc", "l2_aa_acc", "l2_pgd_n", "l2_aa_n", "corruption_acc",
+                  "corruption_accs", "corruption_source", "corruption_n"]  # fmt: skip
+
 # A row of the evaluation table (`sweeper eval`: stored weights evaluated again, possibly
 # with other settings); kept apart from the training rows in RESULTS/<sweep>/_eval/.
 _TYPES = dict(_COLUMNS)
 _EVAL_NAMES = [
     "sweep", "trial_id", "eval_id", "status", "error", "weights",
     "clean_acc", "pgd_acc", "cw_acc", "aa_acc", "clean_n", "pgd_n", "cw_n", "aa_n",
-    "evaluation", "config", "started_at", "ended_at", "eval_seconds", "device",
+    *THREAT_METRICS, "evaluation", "config", "started_at", "ended_at", "eval_seconds", "device",
     "sweeper_version", "torch_version", *PROVENANCE,
 ]  # fmt: skip
 _EVAL_ONLY = {

@@ -172,46 +172,119 @@ def _execute(
 def evaluate(
     model: torch.nn.Module, data: Any, cfg: TrialConfig, *, device: torch.device
 ) -> dict[str, Any]:
-    """Clean, PGD-k and CW-k accuracy on the test split, AutoAttack on its first aa_size
-    points: the metric columns of a row. fp32 unless runtime.eval_fp32 is false.
+    """Clean accuracy on the test split, then each threat of eval.threats: the metric
+    columns of a row (those of threats not evaluated are left out, i.e. null). fp32 unless
+    runtime.eval_fp32 is false."""
+    from sweeper import attacks
+    from sweeper.training import autocast
+
+    ev = cfg.eval
+    x, y = data.test_x, data.test_y
+    out: dict[str, Any] = {}
+    model.eval()
+    with autocast(device, cfg.runtime.bf16 and not cfg.runtime.eval_fp32):
+        out["clean_acc"] = attacks.accuracy(model, x, y, batch_size=ev.batch_size)
+        out["clean_n"] = int(x.shape[0])
+        if "linf" in ev.threats:
+            out.update(_linf_metrics(model, data, cfg, device=device))
+        if "l2" in ev.threats:
+            out.update(_l2_metrics(model, data, cfg, device=device))
+        if "corruptions" in ev.threats:
+            out.update(_corruption_metrics(model, data, cfg))
+    return out
+
+
+def _linf_metrics(
+    model: torch.nn.Module, data: Any, cfg: TrialConfig, *, device: torch.device
+) -> dict[str, Any]:
+    """PGD-k and CW-k on the test split, AutoAttack on its first aa_size points.
 
     PGD and CW start uniformly in the eps ball, CW with confidence eval.cw_kappa: the
     reference's `_pgd_whitebox` / `_pgd_cw_whitebox` (core/dist_engine.py)."""
     from sweeper import attacks
-    from sweeper.training import autocast
 
     ev = cfg.eval
     x, y = data.test_x, data.test_y
     n = int(x.shape[0])
     eps = ev.eps / 255
     out: dict[str, Any] = {}
-    model.eval()
-    with autocast(device, cfg.runtime.bf16 and not cfg.runtime.eval_fp32):
-        out["clean_acc"] = attacks.accuracy(model, x, y, batch_size=ev.batch_size)
-        out["clean_n"] = n
-        for name, steps, step_size, loss in (
-            ("pgd", ev.pgd_steps, ev.pgd_step_size, "ce"),
-            ("cw", ev.cw_steps, ev.cw_step_size, "cw"),
-        ):
-            if steps == 0:
-                continue
-            attack = functools.partial(
-                attacks.pgd, eps=eps, step_size=step_size / 255, steps=steps, loss=loss,
-                random_start=True, cw_kappa=ev.cw_kappa,
-                generator=torch.Generator(device=device).manual_seed(cfg.seed),
-            )  # fmt: skip
-            out[f"{name}_acc"] = attacks.accuracy(
-                model, x, y, batch_size=ev.batch_size, attack=attack
-            )
-            out[f"{name}_n"] = n
-        n_aa = min(ev.aa_size, n)
-        if n_aa > 0:
-            out["aa_acc"] = attacks.autoattack_accuracy(
-                model, x[:n_aa], y[:n_aa], eps=eps, version=ev.aa_version,
-                attacks=ev.aa_attacks, batch_size=ev.batch_size, device=device, seed=cfg.seed,
-            )  # fmt: skip
-            out["aa_n"] = n_aa
+    for name, steps, step_size, loss in (
+        ("pgd", ev.pgd_steps, ev.pgd_step_size, "ce"),
+        ("cw", ev.cw_steps, ev.cw_step_size, "cw"),
+    ):
+        if steps == 0:
+            continue
+        attack = functools.partial(
+            attacks.pgd, eps=eps, step_size=step_size / 255, steps=steps, loss=loss,
+            random_start=True, cw_kappa=ev.cw_kappa,
+            generator=torch.Generator(device=device).manual_seed(cfg.seed),
+        )  # fmt: skip
+        out[f"{name}_acc"] = attacks.accuracy(model, x, y, batch_size=ev.batch_size, attack=attack)
+        out[f"{name}_n"] = n
+    n_aa = min(ev.aa_size, n)
+    if n_aa > 0:
+        out["aa_acc"] = attacks.autoattack_accuracy(
+            model, x[:n_aa], y[:n_aa], eps=eps, version=ev.aa_version,
+            attacks=ev.aa_attacks, batch_size=ev.batch_size, device=device, seed=cfg.seed,
+        )  # fmt: skip
+        out["aa_n"] = n_aa
     return out
+
+
+def _l2_metrics(
+    model: torch.nn.Module, data: Any, cfg: TrialConfig, *, device: torch.device
+) -> dict[str, Any]:
+    """PGD-L2 (eval.l2_pgd_steps of eval.l2_pgd_step_size, from a random point of the ball)
+    on the test split and AutoAttack norm L2 on its first aa_size points, at eval.l2_eps
+    ([0, 1] pixel units, as RobustBench's L2 track)."""
+    from sweeper import attacks
+
+    ev = cfg.eval
+    x, y = data.test_x, data.test_y
+    out: dict[str, Any] = {"l2_eps": ev.l2_eps}
+    if ev.l2_pgd_steps > 0:
+        attack = functools.partial(
+            attacks.pgd, eps=ev.l2_eps, step_size=ev.l2_pgd_step_size, steps=ev.l2_pgd_steps,
+            loss="ce", random_start=True, norm="l2",
+            generator=torch.Generator(device=device).manual_seed(cfg.seed),
+        )  # fmt: skip
+        out["l2_pgd_acc"] = attacks.accuracy(
+            model, x, y, batch_size=ev.batch_size, attack=attack
+        )
+        out["l2_pgd_n"] = int(x.shape[0])
+    n_aa = min(ev.aa_size, int(x.shape[0]))
+    if n_aa > 0:
+        out["l2_aa_acc"] = attacks.autoattack_accuracy(
+            model, x[:n_aa], y[:n_aa], eps=ev.l2_eps, version=ev.aa_version,
+            attacks=ev.aa_attacks, batch_size=ev.batch_size, device=device, seed=cfg.seed,
+            norm="l2",
+        )  # fmt: skip
+        out["l2_aa_n"] = n_aa
+    return out
+
+
+def _corruption_metrics(model: torch.nn.Module, data: Any, cfg: TrialConfig) -> dict[str, Any]:
+    """Accuracy on the 75 corrupted copies (15 corruptions x 5 severities) of the first
+    eval.corruption_size test images (sweeper.corruptions), and their mean."""
+    from sweeper import attacks
+    from sweeper.corruptions import corrupted_sets
+    from sweeper.data import default_data_dir
+
+    rt = cfg.runtime
+    root = Path(rt.data_dir) if rt.data_dir else default_data_dir()
+    source, sets = corrupted_sets(
+        cfg.data.dataset, data.test_x, data.test_y, n=cfg.eval.corruption_size, data_dir=root
+    )
+    device = data.test_x.device
+    per: dict[str, list[float]] = {}
+    n = 0
+    for name, _severity, x, y in sets:
+        n = int(x.shape[0])
+        acc = attacks.accuracy(model, x.to(device), y.to(device), batch_size=cfg.eval.batch_size)
+        per.setdefault(name, []).append(acc)
+    mean = float(np.mean([a for accs in per.values() for a in accs]))
+    return {"corruption_acc": mean, "corruption_accs": json.dumps(per),
+            "corruption_source": source, "corruption_n": n}  # fmt: skip
 
 
 def save_weights(directory: str | Path, result: Any, cfg: TrialConfig) -> Path:
@@ -247,6 +320,7 @@ def config_columns(cfg: TrialConfig) -> dict[str, Any]:
         "macs_target": cfg.macs_target,
         "dataset": cfg.data.dataset,
         "train_method": cfg.train.method,
+        "train_norm": cfg.train.norm,
         "epochs": cfg.train.epochs,
         "stop_epoch": cfg.train.trained_epochs,
         "eps": cfg.train.eps,

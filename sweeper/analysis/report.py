@@ -259,6 +259,9 @@ def write_report(
         lines += _sweep_section(str(name), part, out, metric, bootstrap)
         lines.append("")
     lines += _fidelity_section(rows, out, metric)
+    from sweeper.analysis.transfer import report_section
+
+    lines += report_section(rows, out, bootstrap=bootstrap)
     path = out / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

@@ -61,11 +61,12 @@ def _register() -> None:
         store_cmds,
         studies_cmds,
         sweep_cmds,
+        threat_cmds,
         trial_cmds,
     )
 
     for module in (model_cmds, trial_cmds, sweep_cmds, store_cmds, studies_cmds, analysis_cmds,
-                   perf_cmds, economics_cmds):  # fmt: skip
+                   perf_cmds, economics_cmds, threat_cmds):  # fmt: skip
         module.register(app)
 
 

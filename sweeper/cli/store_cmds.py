@@ -14,6 +14,9 @@ import typer
 from sweeper.cli.analysis_cmds import ACCURACIES
 from sweeper.errors import SweeperError
 
+THREAT_LABELS = (("L2 PGD", "l2_pgd_acc"), ("L2 AA", "l2_aa_acc"),
+                 ("corruptions", "corruption_acc"))  # fmt: skip
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
@@ -166,6 +169,12 @@ def _print_evals(rows: list[dict[str, Any]], title: str) -> None:
                       str(r.get("aa_n") or "-"))  # fmt: skip
     _console().print(table)
     print("accuracy in % as trained -> as evaluated now")
+    for r in rows:  # the other threat models (eval.threats), when evaluated
+        other = [f"{label} {_pct(r.get(col))}" for label, col in THREAT_LABELS
+                 if r.get(col) is not None]  # fmt: skip
+        if other:
+            print(f"{r['trial_id']}: " + ", ".join(other)
+                  + (f" ({r['corruption_source']})" if r.get("corruption_source") else ""))
 
 
 def export_cmd(

@@ -31,14 +31,23 @@ def _clean(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -
     return F.cross_entropy(logits.float(), y), logits
 
 
+def _radius(cfg: TrainConfig) -> tuple[float, float]:
+    """(eps, step) in [0, 1] pixel units: L-inf values are given in 1/255, L2 ones not."""
+    scale = 1.0 if cfg.norm == "l2" else 1 / 255
+    return cfg.eps * scale, cfg.step_size * scale
+
+
 def _pgd_examples(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -> Tensor:
-    """PGD-k on cross-entropy in eval mode, started at x + step * N(0, 1) as the reference's
-    MadrysLoss and MartLoss (core/losses/madrys.py, mart.py)."""
-    step = cfg.step_size / 255
+    """PGD-k on cross-entropy in eval mode (in train.norm's ball), started at
+    x + step * N(0, 1) as the reference's MadrysLoss and MartLoss (core/losses/madrys.py,
+    mart.py); under L2 at a random point of the ball (per-pixel noise of the step's size
+    would start far outside it)."""
+    eps, step = _radius(cfg)
+    sigma = None if cfg.norm == "l2" else step
     with eval_mode(model):
         return attacks.pgd(
-            model, x, y, eps=cfg.eps / 255, step_size=step, steps=cfg.steps, loss="ce",
-            random_start=True, start_sigma=step, generator=gen,
+            model, x, y, eps=eps, step_size=step, steps=cfg.steps, loss="ce",
+            random_start=True, start_sigma=sigma, generator=gen, norm=cfg.norm,
         )  # fmt: skip
 
 
@@ -59,11 +68,11 @@ def _fgsm_rs(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen)
 
 def _trades(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -> Out:
     """CE(f(x), y) + beta * KL(f(x) || f(x')), x' maximising the KL from x + 0.001 N(0,1)."""
+    eps, step = _radius(cfg)
     with eval_mode(model):
         x_adv = attacks.trades_adversary(
-            model, x, eps=cfg.eps / 255, step_size=cfg.step_size / 255, steps=cfg.steps,
-            generator=gen,
-        )  # fmt: skip
+            model, x, eps=eps, step_size=step, steps=cfg.steps, generator=gen, norm=cfg.norm
+        )
     # Two forward passes, as in the reference: batch-norm statistics of the clean and the
     # adversarial batch stay separate (one concatenated pass would mix them).
     logits = model(x)
