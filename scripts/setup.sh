@@ -9,3 +9,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install -q -e ".[test]"
+# torchattacks (an independent PGD-L2 for tests/test_threats.py) without its dependencies: it
+# asks for torchvision, whose PyPI build does not import beside the CPU torch and could pull
+# another torch; torchattacks itself imports without it.
+.venv/bin/python -m pip install -q --no-deps "torchattacks==3.5.1"
