@@ -49,12 +49,13 @@ def run(
 ) -> None:
     """Run every trial of a search space that has no result row yet."""
     from sweeper import space as spaces
-    from sweeper.cli import economics_cmds
-    from sweeper.sweep.plan import RunOptions, make_plan
 
     if workers_per_trial is not None:  # the same as --set runtime.workers=N
         set_ = [*set_, f"runtime.workers={workers_per_trial}"]
-    loaded = spaces.load(space, set_, sweep=sweep)
+    loaded = spaces.load(space, set_, sweep=sweep)  # before pandas, Ray, torch are imported
+    from sweeper.cli import economics_cmds
+    from sweeper.sweep.plan import RunOptions, make_plan
+
     order = economics_cmds.check_order(loaded, order)
     select = economics_cmds.subsample_option(loaded, results, subsample, from_, stratify,
                                              subsample_seed)  # fmt: skip
