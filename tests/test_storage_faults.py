@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import tiny_space
+from helpers import log_dir, tiny_space
 
 from sweeper import results
 from sweeper.cli import main
@@ -287,3 +287,44 @@ def test_real_read_only_store_run_and_eval_are_one_line_exit_2(mounted: Path) ->
         assert err.startswith("error: ") and "\n" not in err, err
         assert "Read-only file system (EROFS, errno 30)" in err
     assert len(results.read(str(sweep))) == 2  # rows intact
+
+
+# --- the runner: a trial meeting a full disk stops the run, without retries ------------------
+
+LOG_DIR = log_dir("sweeper-test-storage-")  # captured by value in the workers
+
+
+def full_disk_trial(config: Any, *, checkpoint_dir: str | None = None, on_epoch: Any = None,
+                    catch: bool = True, weights_dir: str | None = None,
+                    ) -> dict[str, Any]:  # fmt: skip
+    """An ok row, except for silu, whose checkpoint meets a full disk (as run_trial raises)."""
+    from sweeper.trial import config_columns
+
+    with open(os.path.join(LOG_DIR, "runs.log"), "a") as handle:
+        handle.write(f"{config.arch.activation[0]}\n")
+    if config.arch.activation[0] == "silu":
+        raise storage_error(ENOSPC, f"{checkpoint_dir}/last.pt") or ENOSPC
+    row = empty_row()
+    now = datetime.now(timezone.utc)
+    row.update(config_columns(config), status="ok", clean_acc=0.5, started_at=now, ended_at=now)
+    return row
+
+
+def test_a_trial_on_a_full_disk_stops_the_run_without_retries(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    from sweeper.sweep.runner import RunOptions, _init_ray, run_sweep
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    space, _ = _rows(tmp_path)
+    opts = RunOptions(results=str(tmp_path / "r"), progress=False, max_concurrent=1,
+                      max_failures=2)  # fmt: skip
+    assert _init_ray(opts, num_cpus=2)
+    try:
+        with pytest.raises(StorageError, match=r"last\.pt: cannot write: .*ENOSPC"):
+            run_sweep(load(space), opts, trial_fn=full_disk_trial)
+    finally:
+        ray.shutdown()
+    ran = Path(LOG_DIR, "runs.log").read_text().split()
+    assert ran[:2] == ["relu", "silu"] and ran.count("silu") == 1  # never retried
+    rows = results.read(str(tmp_path / "r" / "tiny"))
+    assert list(rows["activation"]) == ["relu"] and list(rows["status"]) == ["ok"]

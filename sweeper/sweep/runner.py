@@ -13,12 +13,13 @@ Ctrl+C) from the progress callback, for the CLI's exit code.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -130,8 +131,11 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
             metric = record.get("holdout_pgd_acc", worst)
             # a multi-worker trial's checkpoint is Ray Train's (sweeper.sweep.workers)
             checkpoint = None if multi else tune.Checkpoint.from_directory(workdir)
-            tune.report({**_numbers(record), search.metric: metric, **note},
-                        checkpoint=checkpoint)  # fmt: skip
+            try:  # the checkpoint is copied into the store's _ray/ folder
+                tune.report({**_numbers(record), search.metric: metric, **note},
+                            checkpoint=checkpoint)  # fmt: skip
+            except (OSError, RuntimeError) as err:
+                raise storage_error(err, f"{sweep_uri}/_ray") or err from None
 
         def on_ready() -> None:  # a multi-worker trial's workers all run (sweep.admission)
             tune.report({search.metric: worst, workers.WORKERS_READY: config.runtime.workers})
@@ -456,7 +460,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     )
     tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                        run_config=run_config)  # fmt: skip
-    with progress:
+    with progress, _tune_storage_faults(stopper, storage["storage_path"]):
         try:
             tuner.fit()
         except Exception as err:  # Tune's own files in _ray/ could not be written
@@ -495,6 +499,28 @@ def _lease_stopper(lease: results.Lease | None) -> Any:
             return {"lease": None, "fault": None}
 
     return LeaseStopper(lease)
+
+
+@contextlib.contextmanager
+def _tune_storage_faults(stopper: Any, path: str) -> Iterator[None]:
+    """Tune logs (with a traceback) and goes on when it cannot save its experiment state in
+    `path`; a full or read-only store there becomes the stopper's fault instead, which stops
+    the run (its one line is the CLI's)."""
+
+    def catch(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        fault = storage_error(error, path) if error is not None else None
+        if fault is None:
+            return True
+        stopper.fault = stopper.fault or str(fault)
+        return False
+
+    logger = logging.getLogger("ray.tune.execution.experiment_state")
+    logger.addFilter(catch)
+    try:
+        yield
+    finally:
+        logger.removeFilter(catch)
 
 
 def _raise_storage_fault(stopper: Any, lease: results.Lease | None) -> None:
