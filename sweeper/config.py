@@ -53,14 +53,24 @@ L2_STEP = 0.25  # L2 training attack step as a multiple of eps (2.5 * eps / 10 s
 L2_METHODS = ("pgd", "trades")
 THREATS = ("linf", "l2", "corruptions")
 
+# Upper bounds, checked before anything runs: a typo (epochs: 1e9) would otherwise start a
+# trial that never ends, or allocate a batch larger than any dataset. Each is far beyond the
+# study (100-200 epochs, batches of 128-512, PGD-10 in training, PGD-20 / CW-40 in evaluation;
+# AutoAttack's APGD runs 100 steps) and the robustness literature (at most a few thousand
+# epochs on CIFAR).
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536  # more than CIFAR's 50,000 training images in one batch
+MAX_ATTACK_STEPS = 1_000
+
 
 class TrainConfig(_Section):
     method: Literal["clean", "pgd", "trades", "mart", "fgsm"] = "trades"
-    epochs: int = Field(100, ge=1)  # length of the lr schedule (milestones are fractions of it)
+    # Length of the lr schedule (milestones are fractions of it).
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
     # Train only the first stop_epoch epochs of that schedule (the reference's --stop_epoch);
     # None: all of them.
-    stop_epoch: int | None = Field(None, ge=1)
-    batch_size: int = Field(128, ge=1)
+    stop_epoch: int | None = Field(None, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(2e-4, ge=0)
@@ -69,7 +79,7 @@ class TrainConfig(_Section):
     schedule: Literal["multistep", "cosine", "onecycle", "constant"] = "multistep"
     milestones: tuple[float, ...] = (0.75, 0.9)  # fractions of the run, lr x gamma at each
     gamma: float = Field(0.1, gt=0)
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS)
     # Threat of the training attack (PGD-AT and TRADES): linf, or l2 (eps and step_size
     # then in L2 units of [0, 1] images, e.g. eps 0.5)
     norm: Literal["linf", "l2"] = "linf"
@@ -78,7 +88,7 @@ class TrainConfig(_Section):
     # 2/255), FGSM_STEP * eps (fgsm) or L2_STEP * eps (norm l2); the stored config holds
     # the number used.
     step_size: float = Field(2.0, gt=0)
-    steps: int = Field(10, ge=1)  # attack steps during training
+    steps: int = Field(10, ge=1, le=MAX_ATTACK_STEPS)  # attack steps during training
     beta: float = Field(6.0, ge=0)  # TRADES / MART regulariser weight
     ema: float | None = Field(None, gt=0, lt=1)  # weight-averaging decay; None: off
 
@@ -132,9 +142,9 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     eps: float = Field(8.0, ge=0)  # 1/255 pixel units
-    pgd_steps: int = Field(20, ge=0)  # 0: skip PGD
+    pgd_steps: int = Field(20, ge=0, le=MAX_ATTACK_STEPS)  # 0: skip PGD
     pgd_step_size: float = Field(0.8, gt=0)  # 1/255 pixel units
-    cw_steps: int = Field(40, ge=0)  # 0: skip CW
+    cw_steps: int = Field(40, ge=0, le=MAX_ATTACK_STEPS)  # 0: skip CW
     cw_step_size: float = Field(0.8, gt=0)
     # CW confidence: the margin loss stops rising once a wrong class leads by cw_kappa
     # logits; 0 as the reference's `_pgd_cw_whitebox` (core/dist_engine.py).
@@ -142,8 +152,9 @@ class EvalConfig(_Section):
     aa_size: int = Field(1000, ge=0)  # first N test images for AutoAttack; 0: skip
     aa_version: Literal["standard", "plus", "rand", "custom"] = "standard"
     aa_attacks: tuple[str, ...] | None = None  # with aa_version=custom
-    batch_size: int = Field(500, ge=1)
-    history_pgd_steps: int = Field(10, ge=0)  # PGD steps of the per-epoch holdout check
+    batch_size: int = Field(500, ge=1, le=MAX_BATCH)
+    # PGD steps of the per-epoch holdout check
+    history_pgd_steps: int = Field(10, ge=0, le=MAX_ATTACK_STEPS)
     # The weights scored: those after the last epoch, or those of the epoch with the best
     # holdout PGD accuracy (the reference keeps its best-PGD-20 epoch; it picks it on the
     # test set, we on the holdout split, which the test metrics never see).
@@ -223,7 +234,7 @@ class TrialConfig(_Section):
     study: str | None = None  # the space file's `sweep:` name, kept when a run is renamed
     seed: int = 0
     macs_target: float | None = None  # GMACs budget a derived architecture was fitted to
-    arch: ArchSpec = ArchSpec()
+    arch: ArchSpec = Field(default_factory=ArchSpec)  # built when used: imports torch
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 import sweeper
 from sweeper.config import NOT_IDENTITY, TrialConfig
-from sweeper.errors import ConfigError, TrialFailed, from_validation_error
+from sweeper.errors import ConfigError, TrialFailed, from_validation_error, storage_error
 from sweeper.models.spec import ArchSpec
 from sweeper.provenance import provenance
 from sweeper.schema import check_row, empty_row
@@ -92,6 +92,9 @@ def run_trial(
     except TrialFailed as err:
         row["error"] = one_line(err)
     except Exception as err:
+        fault = storage_error(err, str(getattr(err, "filename", None) or checkpoint_dir))
+        if fault is not None:  # disk full, read-only: not this trial's failure, no retry
+            raise fault from None
         if not catch:
             raise
         row["error"] = one_line(err)

@@ -82,6 +82,9 @@ def eval_cmd(
         [], "--set", help="evaluation setting: eval.*, runtime.* or data.test_size=VALUE"
     ),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+    cpus: int = typer.Option(
+        1, min=1, help="CPU threads of the evaluation (as a trial's --cpus-per-trial)"
+    ),
 ) -> None:
     """Evaluate the stored weights of a sweep's trials again (e.g. --set eval.aa_size=10000)
     and write the metrics to the sweep's evaluation table, RESULTS/<sweep>/_eval/.
@@ -104,6 +107,10 @@ def eval_cmd(
         if not chosen:
             raise SweeperError(f"{sweep}: no trial has stored weights")
     configs = [_eval_config(row, sets) for row in chosen]  # every bad --set before any work
+    results.check_writable(results.eval_table(sweep))  # a full or read-only store: exit 2 now
+    from sweeper.reevaluate import use_cpu_threads
+
+    use_cpu_threads(cpus)
     out = []
     for i, (row, cfg) in enumerate(zip(chosen, configs), 1):
         print(f"[{i}/{len(chosen)}] {row['trial_id']}", file=sys.stderr, flush=True)

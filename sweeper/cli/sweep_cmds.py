@@ -68,13 +68,14 @@ def run(
 ) -> None:
     """Run every trial of a search space that has no result row yet."""
     from sweeper import space as spaces
+
+    if workers_per_trial is not None:  # the same as --set runtime.workers=N
+        set_ = [*set_, f"runtime.workers={workers_per_trial}"]
+    loaded = spaces.load(space, set_, sweep=sweep)  # before pandas, Ray, torch are imported
     from sweeper.cli import economics_cmds
     from sweeper.sweep.plan import make_plan
     from sweeper.sweep.trackers import check_trackers
 
-    if workers_per_trial is not None:  # the same as --set runtime.workers=N
-        set_ = [*set_, f"runtime.workers={workers_per_trial}"]
-    loaded = spaces.load(space, set_, sweep=sweep)
     order = economics_cmds.check_order(loaded, order)
     trackers = check_trackers(log)
     select = economics_cmds.subsample_option(loaded, results, subsample, from_, stratify,

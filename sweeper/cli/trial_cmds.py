@@ -19,9 +19,13 @@ def load_trial_config(path: Path, overrides: list[str]) -> Any:
     from sweeper.config import TrialConfig
     from sweeper.errors import ConfigError, from_validation_error
     from sweeper.space.overrides import apply_overrides, parse_override
-    from sweeper.space.paths import TOO_MANY_NODES, fill_indexed, too_many_nodes
+    from sweeper.space.paths import file_too_big, fill_indexed, too_many_nodes
+    from sweeper.space.sections import sections_problem
 
     try:
+        too_big = file_too_big(path.stat().st_size)  # size first: a huge file is never parsed
+        if too_big:
+            raise ConfigError(too_big, file=str(path))
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read the file ({err.strerror})", file=str(path)) from None
@@ -36,8 +40,9 @@ def load_trial_config(path: Path, overrides: list[str]) -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping, got {type(data).__name__}", file=str(path))
-    if too_many_nodes(data):
-        raise ConfigError(TOO_MANY_NODES, file=str(path))
+    too_many = too_many_nodes(data)
+    if too_many:
+        raise ConfigError(too_many, file=str(path))
     try:
         for item in overrides:  # `arch.depths.0=5` edits the preset's list, as `run` does
             fill_indexed(data, parse_override(item)[0])
@@ -46,6 +51,9 @@ def load_trial_config(path: Path, overrides: list[str]) -> Any:
         raise ConfigError(f"--set: {err.detail}", file=str(path), key=err.key) from None
     except ValueError as err:
         raise ConfigError(f"--set: {str(err).splitlines()[0]}", file=str(path)) from None
+    problem = sections_problem(data)  # before the arch's checks, which import torch
+    if problem:
+        raise ConfigError(problem, file=str(path))
     try:
         return TrialConfig.model_validate(data)
     except ValidationError as err:
@@ -80,10 +88,10 @@ def trial(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    overrides = [*set_, *([f"runtime.workers={workers}"] if workers is not None else [])]
+    cfg = load_trial_config(config, overrides)  # before torch is imported by the trial
     from sweeper.trial import run_trial
 
-    overrides = [*set_, *([f"runtime.workers={workers}"] if workers is not None else [])]
-    cfg = load_trial_config(config, overrides)
     err = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),

@@ -16,9 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sweeper.models import checks
-from sweeper.models import layers as _layers  # noqa: F401  (fills ACTIVATIONS, NORMS)
-from sweeper.models.registry import BLOCKS
+from sweeper.models.registry import BLOCKS  # filled (torch imported) on the first lookup
 
 NUM_STAGES = 3
 # Upper bounds, checked before anything is built or counted (a typo such as depth 99999999999
@@ -115,6 +113,8 @@ class ArchSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_against_registries(self) -> ArchSpec:
+        from sweeper.models import checks  # builds blocks on the meta device: imports torch
+
         checks.check_spec(self)
         return self
 

@@ -4,7 +4,8 @@ filesystem (a local path or a URI such as s3://...).
 `rows.py` writes rows atomically and reads a sweep back as a table or DataFrame;
 `columns.py` adds a column per varying config key; `weights.py` keeps each trial's trained
 network beside its row; `evals.py` holds the re-evaluation table (`sweeper eval`); `lease.py`
-keeps one driver per sweep (a lease file in the store); `summary.py` the adaptive order's
+keeps one driver per sweep (a lease file in the store); `temps.py` removes killed writers'
+temporary files and probes that the store takes writes; `summary.py` the adaptive order's
 summary for `sweeper status`.
 """
 
@@ -23,6 +24,7 @@ from sweeper.results.rows import (
     write_atomic,
     write_row,
 )
+from sweeper.results.temps import check_writable, remove_stale_temps
 from sweeper.results.weights import (
     WEIGHTS_DIR,
     load_weights,
@@ -36,6 +38,7 @@ __all__ = [
     "Lease",
     "LeaseHeld",
     "WEIGHTS_DIR",
+    "check_writable",
     "done_ids",
     "eval_id",
     "eval_table",
@@ -47,6 +50,7 @@ __all__ = [
     "read_evals",
     "read_row",
     "read_table",
+    "remove_stale_temps",
     "status_by_id",
     "store_weights",
     "stored_weights",

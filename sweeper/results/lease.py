@@ -35,7 +35,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from sweeper.errors import SweeperError
+from sweeper.errors import StorageError, SweeperError, storage_error
 from sweeper.results.rows import location
 
 TTL_SECONDS = 60.0
@@ -87,7 +87,8 @@ class Lease:
 
     `acquire()` raises LeaseHeld while another driver's lease is fresh. Inside the `with`
     block a thread renews the lease; `lost` turns true (and `taken_by` names the new holder)
-    when another driver took the sweep over, and the run should then stop.
+    when another driver took the sweep over, and the run should then stop. `fault` is set
+    (a StorageError) when the store became full or read-only: the run should stop too.
     """
 
     def __init__(self, sweep_uri: str, *, ttl: float = TTL_SECONDS) -> None:
@@ -98,6 +99,7 @@ class Lease:
         self.generation: int | None = None
         self.holder: Holder | None = None
         self.taken_by: Holder | None = None
+        self.fault: StorageError | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -137,8 +139,8 @@ class Lease:
         try:
             self.fs.create_dir(self.dir, recursive=True)
         except OSError as err:  # e.g. --results names a file, or a read-only location
-            raise SweeperError(f"{self.sweep_uri}: cannot create the results folder: {err}"
-                               ) from None  # fmt: skip
+            raise storage_error(err, self.dir) or SweeperError(
+                f"{self.sweep_uri}: cannot create the results folder: {err}") from None
         generation, holder = self.current()
         now = time.time()
         if holder is not None and not holder.stale(now):
@@ -146,7 +148,11 @@ class Lease:
         mine = Holder(host=socket.gethostname(), pid=os.getpid(),
                       started_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
                       renewed_at=now, ttl=self.ttl, token=uuid.uuid4().hex)  # fmt: skip
-        if not self._create_exclusive(generation + 1, mine):
+        try:
+            taken = self._create_exclusive(generation + 1, mine)
+        except OSError as err:  # a full or read-only store: one line, no retry
+            raise storage_error(err, f"{self.dir}/{generation + 1}.json") or err from None
+        if not taken:
             _, winner = self.current()  # another driver took this generation first
             raise self._held(winner or holder or mine)
         self.generation, self.holder = generation + 1, mine
@@ -167,10 +173,14 @@ class Lease:
         data = json.dumps(asdict(holder)).encode()
         if isinstance(self.fs, pafs.LocalFileSystem):
             temp = f"{self.dir}/.{holder.token}.tmp"
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                with open(temp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError:
+                self._remove(temp)
+                raise
             try:
                 os.link(temp, path)  # fails if the generation exists: the atomic step
             except OSError:
@@ -197,9 +207,13 @@ class Lease:
         self.holder = Holder(**{**asdict(self.holder), "renewed_at": time.time()})
         path = f"{self.dir}/{self.generation}.json"
         temp = f"{self.dir}/.{self.holder.token}.renew.tmp"
-        with self.fs.open_output_stream(temp) as stream:
-            stream.write(json.dumps(asdict(self.holder)).encode())
-        self.fs.move(temp, path)
+        try:
+            with self.fs.open_output_stream(temp) as stream:
+                stream.write(json.dumps(asdict(self.holder)).encode())
+            self.fs.move(temp, path)
+        except OSError:
+            self._remove(temp)
+            raise
         return True
 
     def release(self) -> None:
@@ -212,10 +226,13 @@ class Lease:
         self.generation = None
 
     def _delete(self, generation: int) -> None:
+        self._remove(f"{self.dir}/{generation}.json")
+
+    def _remove(self, path: str) -> None:
         try:
-            self.fs.delete_file(f"{self.dir}/{generation}.json")
-        except (FileNotFoundError, OSError):
-            pass  # already gone (another driver cleaned up): nothing to release
+            self.fs.delete_file(path)
+        except OSError:
+            pass  # already gone (another driver cleaned up), or a read-only store
 
     # --- the renewing thread -------------------------------------------------------------
     def _keep(self) -> None:
@@ -225,7 +242,11 @@ class Lease:
                     log.error("lost the lease of %s to %s", self.sweep_uri,
                               self.taken_by.describe() if self.taken_by else "?")  # fmt: skip
                     return
-            except OSError as err:  # the store is unreachable for a moment: try again
+            except OSError as err:
+                self.fault = storage_error(err, f"{self.dir}/{self.generation}.json")
+                if self.fault is not None:  # full or read-only: the run stops, says why once
+                    return
+                # the store is unreachable for a moment: try again
                 log.warning("could not renew the lease of %s: %s", self.sweep_uri, err)
 
     def __enter__(self) -> Lease:

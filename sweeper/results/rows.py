@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sweeper.errors import SweeperError, first_line
+from sweeper.errors import SweeperError, first_line, storage_error
 from sweeper.results.columns import extra_columns, with_varying
 from sweeper.schema import COLUMNS, SCHEMA, check_row
 
@@ -71,21 +71,36 @@ def write_row(sweep_uri: str, row: dict[str, Any], varying: Sequence[str] = ()) 
 def write_atomic(fs: pafs.FileSystem, final: str, write: Callable[[Any], None]) -> None:
     """`write(stream)` into a dot-name beside `final`, then rename it over `final`: a reader
     sees the old file or the new one, never a part (and on a local disk, the rename is
-    made durable before returning)."""
+    made durable before returning). A full or read-only store raises StorageError naming
+    `final` (the dot-name removed): no retry would succeed."""
     folder, _, name = final.rpartition("/")
-    fs.create_dir(folder, recursive=True)
     temp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-    if isinstance(fs, pafs.LocalFileSystem):
-        with open(temp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
-        _fsync_dir(folder)
-    else:
-        with fs.open_output_stream(temp) as stream:
-            write(stream)
-        fs.move(temp, final)
+    try:
+        fs.create_dir(folder, recursive=True)
+        if isinstance(fs, pafs.LocalFileSystem):
+            with open(temp, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+            _fsync_dir(folder)
+        else:
+            with fs.open_output_stream(temp) as stream:
+                write(stream)
+            fs.move(temp, final)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch's and pyarrow's wrappers
+        _remove_quietly(fs, temp)
+        fault = storage_error(err, final)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def _remove_quietly(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except OSError:
+        pass  # never written, or the store refuses even that
 
 
 def _fsync_dir(path: str) -> None:

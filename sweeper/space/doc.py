@@ -70,7 +70,8 @@ class Sample(_Strict):
     params: dict[str, Dist] = Field(min_length=1)
 
 
-NonEmptyList = Annotated[list[Any], Field(min_length=1)]
+# One axis key's values: at most MAX_CELLS (the product of all axes is bounded by it too)
+NonEmptyList = Annotated[list[Any], Field(min_length=1, max_length=MAX_CELLS)]
 Values = Annotated[dict[str, NonEmptyList], Field(min_length=1)]
 
 

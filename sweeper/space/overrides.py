@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from sweeper.errors import ConfigError
-from sweeper.space.paths import TOO_MANY_NODES, too_many_nodes
+from sweeper.space.paths import too_many_nodes
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -30,8 +30,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or "not valid YAML"
         raise ConfigError(f"value {_short(raw)} is {problem}", key=key) from None
-    if too_many_nodes(value):
-        raise ConfigError(f"value {_short(raw)}: {TOO_MANY_NODES}", key=key)
+    too_many = too_many_nodes(value)
+    if too_many:
+        raise ConfigError(f"value {_short(raw)}: {too_many}", key=key)
     return parts, value
 
 

@@ -18,28 +18,46 @@ Part = str | int
 # the copies of a "billion laughs" alias bomb are what would hang the expansion. A study
 # listing every one of MAX_CELLS trials in a zip axis stays far below this.
 MAX_YAML_NODES = 1_000_000
+# A space file lists axes and their values, not data: the largest shipped study is under 5 KB,
+# and a zip axis listing thousands of cells stays far below this. Checked (by the file's size)
+# before the file is parsed, which at PyYAML's speed would take minutes for tens of MB.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+TOO_MANY_NODES = (
+    f"more than {MAX_YAML_NODES:,} values once YAML aliases are expanded (an alias bomb?)"
+)
+TOO_MANY_VALUES = (
+    f"more than {MAX_YAML_NODES:,} values; a space lists axes and their values, not data"
+)
 
 
-def too_many_nodes(value: Any, limit: int = MAX_YAML_NODES) -> bool:
-    """True when `value` holds more than `limit` values once aliases are expanded (stops
-    counting there, so a bomb or a self-referencing alias costs `limit` steps at most)."""
-    stack, seen = [value], 0
+def too_many_nodes(value: Any, limit: int = MAX_YAML_NODES) -> str | None:
+    """Why `value` is too big (None when it is not): more than `limit` values once aliases are
+    expanded. Stops counting there, so a bomb or a self-referencing alias costs `limit` steps
+    at most; the reason blames aliases only when a container is reached twice (an alias)."""
+    stack, seen, containers, aliased = [value], 0, set(), False
     while stack:
         node = stack.pop()
         seen += 1
         if seen > limit:
-            return True
+            return TOO_MANY_NODES if aliased else TOO_MANY_VALUES
+        if isinstance(node, (dict, list, tuple)):
+            aliased = aliased or id(node) in containers
+            containers.add(id(node))
         if isinstance(node, dict):
             stack.extend(node.values())
             seen += len(node)  # the keys
         elif isinstance(node, (list, tuple)):
             stack.extend(node)
-    return False
+    return None
 
 
-TOO_MANY_NODES = (
-    f"more than {MAX_YAML_NODES:,} values once YAML aliases are expanded (an alias bomb?)"
-)
+def file_too_big(size: int, limit: int = MAX_FILE_BYTES) -> str | None:
+    """Why a YAML file of `size` bytes is refused unread (None when it is small enough)."""
+    if size <= limit:
+        return None
+    return (f"{size / 2**20:.1f} MiB, more than the {limit / 2**20:g} MiB a space or trial file "
+            "may have (it lists axes and values, not data); not parsed")  # fmt: skip
 
 
 def parse_path(key: str) -> list[Part]:

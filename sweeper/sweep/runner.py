@@ -13,6 +13,8 @@ Ctrl+C) from the progress callback, for the CLI's exit code.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -27,7 +29,7 @@ from typing import Any
 
 from sweeper import results
 from sweeper.config import TrialConfig
-from sweeper.errors import SweeperError, first_line
+from sweeper.errors import StorageError, SweeperError, first_line, storage_error
 from sweeper.space import METRICS, SearchSpace
 from sweeper.sweep.plan import (
     PARAM,
@@ -40,6 +42,7 @@ from sweeper.sweep.plan import (
 )
 
 TrialFn = Callable[..., dict[str, Any]]
+STORAGE_FAULT = "storage_fault"  # a trial's report: the store is full or read-only
 
 
 def failed_row(config: TrialConfig, error: str) -> dict[str, Any]:
@@ -72,6 +75,24 @@ def _numbers(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
 
 
+def _stops_on_storage_fault(trainable: Callable[..., None]) -> Callable[..., None]:
+    """A full or read-only store ends the trial with a report naming the fault, not an
+    error: Ray would retry it (and every other trial) against the same full disk. The
+    driver's stopper then stops the whole run (see `_lease_stopper`)."""
+
+    @functools.wraps(trainable)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            trainable(*args, **kwargs)
+        except StorageError as err:
+            from ray import tune
+
+            tune.report({STORAGE_FAULT: str(err)})
+
+    return run
+
+
+@_stops_on_storage_fault
 def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
                trial_fn: TrialFn | None, varying: Sequence[str] = (),
                options: RunOptions | None = None,
@@ -113,8 +134,11 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
             metric = record.get("holdout_pgd_acc", worst)
             # a multi-worker trial's checkpoint is Ray Train's (sweeper.sweep.workers)
             checkpoint = None if multi else tune.Checkpoint.from_directory(workdir)
-            tune.report({**_numbers(record), search.metric: metric, **note},
-                        checkpoint=checkpoint)  # fmt: skip
+            try:  # the checkpoint is copied into the store's _ray/ folder
+                tune.report({**_numbers(record), search.metric: metric, **note},
+                            checkpoint=checkpoint)  # fmt: skip
+            except (OSError, RuntimeError) as err:
+                raise storage_error(err, f"{sweep_uri}/_ray") or err from None
 
         def on_ready() -> None:  # a multi-worker trial's workers all run (sweep.admission)
             tune.report({search.metric: worst, workers.WORKERS_READY: config.runtime.workers})
@@ -130,6 +154,8 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
             else:
                 row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True,
                                weights_dir=os.path.join(workdir, "weights"))  # fmt: skip
+        except StorageError:
+            raise  # no row can be written either: the run stops
         except Exception as err:  # noqa: BLE001 - a trial's bug is its row, not the sweep's end
             row = failed_row(config, f"{type(err).__name__}: {err}")
             if multi:  # rank 0 stored what it trained before failing
@@ -338,6 +364,7 @@ def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None 
     sweep_uri = sweep_uri_of(space, options.results)
     with results.Lease(sweep_uri) as lease, handle_sigterm(_give_up(lease)) as term:
         plan = make_plan(space, options.results, retry_failed=options.retry_failed, select=select)
+        results.remove_stale_temps(plan.sweep_uri, older_than=lease.ttl)  # killed writers'
         from sweeper.sweep.checkpoints import drop_finished
 
         drop_finished(plan.sweep_uri, set(plan.existing) - {c.trial_id for c in plan.to_run})
@@ -483,12 +510,13 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=options.max_concurrent,
                                       reuse_actors=reuse, **named)  # fmt: skip
     progress = SweepProgress(plan, metric=search.metric, enabled=options.progress)
+    stopper = _lease_stopper(lease)
     run_config = tune.RunConfig(
         name=f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{os.getpid()}",
         verbose=0,
         progress_reporter=None,
         callbacks=[progress, *tracker_callbacks(plan, options)],
-        stop=_lease_stopper(lease) if lease is not None else None,
+        stop=stopper,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         **storage,
@@ -497,8 +525,13 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
                        run_config=run_config)  # fmt: skip
     if term is not None:
         term.progress = progress
-    with progress, _tune_stop_signal_restored():
-        tuner.fit()
+    faults = _tune_storage_faults(stopper, storage["storage_path"])
+    with progress, _tune_stop_signal_restored(), faults:
+        try:
+            tuner.fit()
+        except Exception as err:  # Tune's own files in _ray/ could not be written
+            raise storage_error(err, storage["storage_path"]) or err from None
+    _raise_storage_fault(stopper, lease)
     if term is None or not term.received:  # SIGTERM kills trials too: theirs are no failures
         _record_lost_trials(plan, progress.lost.values())
     # Ctrl+C (SIGINT) or SIGUSR1 ends tuner.fit() normally, its running trials marked
@@ -522,24 +555,62 @@ def _tune_stop_signal_restored() -> Iterator[None]:
             signal.signal(signal.SIGUSR1, previous)
 
 
-def _lease_stopper(lease: results.Lease) -> Any:
-    """A Tune stopper that ends the whole run once another driver took the sweep over."""
+def _lease_stopper(lease: results.Lease | None) -> Any:
+    """A Tune stopper that ends the whole run once another driver took the sweep over, or
+    once the store is full or read-only (a trial's report, or the lease's renewal)."""
     from ray import tune
 
     class LeaseStopper(tune.Stopper):
-        def __init__(self, lease: results.Lease) -> None:
-            self.lease: results.Lease | None = lease
+        def __init__(self, lease: results.Lease | None) -> None:
+            self.lease = lease
+            self.fault: str | None = None
 
         def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            if result.get(STORAGE_FAULT):
+                self.fault = self.fault or str(result[STORAGE_FAULT])
+                return True
             return False
 
         def stop_all(self) -> bool:
-            return self.lease is not None and self.lease.lost
+            if self.fault is not None:
+                return True
+            return self.lease is not None and (self.lease.lost or self.lease.fault is not None)
 
         def __getstate__(self) -> dict[str, Any]:  # Tune saves its run config: not the lease
-            return {"lease": None}
+            return {"lease": None, "fault": None}
 
     return LeaseStopper(lease)
+
+
+@contextlib.contextmanager
+def _tune_storage_faults(stopper: Any, path: str) -> Iterator[None]:
+    """Tune logs (with a traceback) and goes on when it cannot save its experiment state in
+    `path`; a full or read-only store there becomes the stopper's fault instead, which stops
+    the run (its one line is the CLI's)."""
+
+    def catch(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        fault = storage_error(error, path) if error is not None else None
+        if fault is None:
+            return True
+        stopper.fault = stopper.fault or str(fault)
+        return False
+
+    logger = logging.getLogger("ray.tune.execution.experiment_state")
+    logger.addFilter(catch)
+    try:
+        yield
+    finally:
+        logger.removeFilter(catch)
+
+
+def _raise_storage_fault(stopper: Any, lease: results.Lease | None) -> None:
+    """After the run: the first storage fault a trial or the lease met, as one StorageError
+    (exit 2; rows already written are intact, trials left unfinished resume next run)."""
+    if stopper.fault is not None:
+        raise StorageError(stopper.fault)
+    if lease is not None and lease.fault is not None:
+        raise lease.fault
 
 
 def _dirname(trial: Any) -> str:

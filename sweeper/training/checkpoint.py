@@ -14,6 +14,7 @@ history names a best epoch whose file is there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sweeper.errors import first_line
+from sweeper.errors import first_line, storage_error
 
 CHECKPOINT_NAME = "last.pt"
 BEST_PREFIX = "best-epoch"
@@ -45,13 +46,23 @@ def set_rng_state(generators: dict[str, torch.Generator], state: dict[str, Any])
 
 
 def save_atomic(directory: str | Path, name: str, state: dict[str, Any]) -> Path:
-    """torch.save `state` as `directory/name` through a temporary name: never a partial file."""
+    """torch.save `state` as `directory/name` through a temporary name: never a partial file.
+    A full or read-only disk raises StorageError naming the file (no retry would help)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
     tmp = directory / f".{name}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, final)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:  # a handle: torch's own writer loses the errno
+            torch.save(state, handle)
+        os.replace(tmp, final)
+    except (OSError, RuntimeError) as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        fault = storage_error(err, str(final))
+        if fault is None:
+            raise
+        raise fault from None
     return final
 
 
