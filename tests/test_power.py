@@ -123,3 +123,21 @@ def test_dry_run_json_holds_the_figures(tmp_path: Path, capsys: pytest.CaptureFi
     assert set(figures) == {"clean_acc", "pgd_acc", "cw_acc", "aa_acc"}
     assert figures["aa_acc"] > figures["cw_acc"] > 0  # 1000 AutoAttack images, 10000 for CW
     assert listing["power"]["seeds_per_cell"] == 3
+
+
+def test_report_marks_the_contrasts_the_sweep_resolves(tmp_path: Path) -> None:
+    """Synthetic normalization rows (planted effects of a few points, 0.3-point noise): the
+    report says which variants' difference from the baseline reaches the figure."""
+    from sweeper.analysis.report import write_report
+    from sweeper.analysis.synthetic import study_rows, write_results
+
+    rows = study_rows("normalization")
+    write_results(rows, tmp_path / "res")
+    text = write_report(tmp_path / "res", tmp_path / "out", bootstrap=0).read_text()
+    assert "Resolved: a variant whose Δcw_acc from the baseline is at least" in text
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert header.rstrip(" |").endswith("resolved")
+    table = [line for line in text.splitlines() if line.startswith("| norm=")]
+    marks = [line.rstrip(" |").rsplit("|", 1)[1].strip() for line in table]
+    assert set(marks) <= {"baseline", "no", "yes"} and marks.count("baseline") == 1
+    assert "yes" in marks  # the planted norm effects are several points
