@@ -27,6 +27,9 @@ SIZES = {  # trials per study (cells x seeds), before duplicate trial_ids collap
     "compound": 34,
     "compound_wide": 186,
     "robustresnets": 8,
+    "block_in_wrn": 8,
+    "scaling_rules": 12,
+    "at_methods": 18,
 }
 space = pytest.importorskip("sweeper.space")
 space_expand = pytest.importorskip("sweeper.space.expansion")
@@ -138,3 +141,35 @@ def test_compound_is_the_papers_design() -> None:
     assert grid is not None and grid["derive.scaling.gmacs"] == [5, 20]
     shares = grid["derive.scaling.depth_share"]
     assert len(shares) == 17 and (min(shares), max(shares)) == (0.3, 0.8)
+
+
+def test_new_studies_say_what_they_reproduce() -> None:
+    for name, source in (("robustresnets", "configs/CIFAR10"), ("block_in_wrn", "Table 1"),
+                         ("scaling_rules", "Table 2"), ("at_methods", "overview")):  # fmt: skip
+        header = (SPACES / f"{name}.yaml").read_text().split("\nsweep:")[0]
+        assert "Reproduces" in header and source in header, name
+
+
+def test_robustresnets_are_the_reference_configs() -> None:
+    """configs/CIFAR10/{RobustResNet,WRN}-A*.yaml of the reference: depth_configs and
+    channel_configs (16*W1, 32*W2, 64*W3), robust_res_block against basic_block."""
+    channels = {1: (80, 224, 192), 2: (112, 288, 256), 3: (128, 352, 320), 4: (160, 448, 384)}
+    depths = {1: (14, 14, 7), 2: (17, 17, 8), 3: (22, 22, 11), 4: (27, 28, 13)}
+    archs = {c.arch for c in space.expand(space.load(SPACES / "robustresnets.yaml"))}
+    for a in archs:
+        k = next(k for k, d in depths.items() if d == a.depths)
+        assert tuple(a.stage_planes()) == channels[k] and a.block in ("basic", "robust")
+    assert len(archs) == 8
+
+
+def test_block_in_wrn_pairs_differ_in_the_block_alone() -> None:
+    configs = space.expand(space.load(SPACES / "block_in_wrn.yaml"))
+    shapes = {(c.arch.depths, c.arch.widths) for c in configs}
+    assert {d[0] for d, _ in shapes} == {4, 5, 7, 11} and len(shapes) == 4
+    assert sorted(c.arch.block for c in configs) == ["basic"] * 4 + ["robust"] * 4
+
+
+def test_at_methods_crosses_methods_with_networks() -> None:
+    configs = space.expand(space.load(SPACES / "at_methods.yaml"))
+    cells = {(c.train.method, c.arch.block) for c in configs}
+    assert cells == {(m, b) for m in ("pgd", "trades", "mart") for b in ("basic", "robust")}
