@@ -141,3 +141,25 @@ def test_report_marks_the_contrasts_the_sweep_resolves(tmp_path: Path) -> None:
     marks = [line.rstrip(" |").rsplit("|", 1)[1].strip() for line in table]
     assert set(marks) <= {"baseline", "no", "yes"} and marks.count("baseline") == 1
     assert "yes" in marks  # the planted norm effects are several points
+
+
+def test_dry_run_from_an_earlier_sweep_uses_its_seed_spread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --dry-run --from RESULTS/SWEEP` (no --subsample): the figures rest on that
+    sweep's seed spread; a missing sweep is a one-line error."""
+    from sweeper.analysis.synthetic import study_rows, write_results
+    from sweeper.cli import main
+
+    write_results(study_rows("normalization", noise=0.02), tmp_path / "old")
+    args = ["run", str(SPACES / "normalization.yaml"), "--dry-run", "--json",
+            "--results", str(tmp_path / "new")]  # fmt: skip
+    assert main([*args, "--from", str(tmp_path / "old" / "normalization")]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["power"]["seed_sd_from"]["cw_acc"].startswith("rows")
+    assert listing["power"]["seed_sd"]["cw_acc"] > 1.0  # the planted 2-point noise
+    assert main([*args]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert default["detectable_difference"]["cw_acc"] < listing["detectable_difference"]["cw_acc"]
+    assert main([*args, "--from", str(tmp_path / "nowhere")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -175,8 +175,12 @@ def _power(plan: Any, source: str | None) -> dict[str, Any]:
     spread = Spread()
     if source is not None:
         from sweeper import results as store
+        from sweeper.errors import SweeperError
 
-        spread = spread_from_rows(store.read(source))
+        rows = store.read(source)
+        if rows.empty:
+            raise SweeperError(f"--from {source}: no result rows there")
+        spread = spread_from_rows(rows)
     return study_power(plan.configs, spread)
 
 
