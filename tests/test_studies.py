@@ -16,15 +16,20 @@ from sweeper.config import TrialConfig
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 SIZES = {  # trials per study (cells x seeds), before duplicate trial_ids collapse
     "block_topology": 18,
-    "conv_type": 24,
+    "conv_type": 15,
     "se": 21,
     "kernel_size": 81,
+    "kernel_size_matched": 81,
     "activation": 21,
     "normalization": 12,
     "depth": 343,
     "width": 512,
-    "compound": 186,
+    "compound": 34,
+    "compound_wide": 186,
     "robustresnets": 8,
+    "block_in_wrn": 8,
+    "scaling_rules": 12,
+    "at_methods": 18,
 }
 space = pytest.importorskip("sweeper.space")
 space_expand = pytest.importorskip("sweeper.space.expansion")
@@ -90,7 +95,7 @@ def test_depth_and_width_vary_only_their_own_axis() -> None:
         values = {json.dumps(v) for a in loaded.doc.axes for v in (a.grid or {}).values()}
         assert len(values) == 1  # the same list for the three stages
         arch = loaded.doc.base["arch"]
-        assert arch[fixed] == ([10, 10, 10] if fixed == "widths" else [4, 4, 4])
+        assert arch[fixed] == ([8, 8, 8] if fixed == "widths" else [4, 4, 4])
         assert all(k.startswith(f"arch.{varied}.") for a in loaded.doc.axes for k in a.grid)
 
 
@@ -102,3 +107,69 @@ def test_dry_run_lists_the_trials(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main([*args, "--results", str(tmp_path), "--set", "train.epochs=3"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert (listing["sweep"], listing["trials"], listing["to_run"]) == ("normalization", 12, 12)
+
+
+def test_depth_uniform_points_sit_on_the_papers_figure() -> None:
+    """scale_depth.png's seven uniform networks at about 1.55 ... 9.7 GMACs (W = 8)."""
+    from sweeper.space import macs_of
+
+    figure = {2: 1.55, 3: 2.45, 4: 3.35, 5: 4.25, 7: 6.05, 9: 7.85, 11: 9.7}
+    base = space.load(SPACES / "depth.yaml").doc.base["arch"]
+    for d, gmacs in figure.items():
+        arch = TrialConfig(arch={**base, "depths": [d, d, d]}).arch
+        assert abs(macs_of(arch) / 1e9 / gmacs - 1) < 0.03, d
+
+
+def test_kernel_cells_differ_in_the_kernel_alone() -> None:
+    """kernel_size.yaml: WRN-28-10's depths and widths in every cell, MACs growing with
+    the kernel; kernel_size_matched.yaml is the budget-matched form."""
+    from sweeper.space import macs_of
+
+    configs = space.expand(space.load(SPACES / "kernel_size.yaml"))
+    assert {(c.arch.depths, c.arch.widths) for c in configs} == {((4, 4, 4), (10, 10, 10))}
+    macs = {c.arch.kernel_size: macs_of(c.arch) for c in configs}
+    assert macs[(3, 3, 3)] < macs[(5, 5, 5)] < macs[(7, 7, 7)]
+    assert macs[(3, 3, 5)] < macs[(3, 3, 7)] and macs[(3, 5, 3)] < macs[(3, 7, 3)]
+    matched = space.load(SPACES / "kernel_size_matched.yaml")
+    assert matched.doc.derive is not None and matched.doc.derive.match_gmacs == 5.24
+
+
+def test_compound_is_the_papers_design() -> None:
+    """Two budgets (5 and 20 GMACs), 17 shares over 0.30-0.80 each."""
+    doc = space.load(SPACES / "compound.yaml").doc
+    grid = doc.axes[0].grid
+    assert grid is not None and grid["derive.scaling.gmacs"] == [5, 20]
+    shares = grid["derive.scaling.depth_share"]
+    assert len(shares) == 17 and (min(shares), max(shares)) == (0.3, 0.8)
+
+
+def test_new_studies_say_what_they_reproduce() -> None:
+    for name, source in (("robustresnets", "configs/CIFAR10"), ("block_in_wrn", "Table 1"),
+                         ("scaling_rules", "Table 2"), ("at_methods", "overview")):  # fmt: skip
+        header = (SPACES / f"{name}.yaml").read_text().split("\nsweep:")[0]
+        assert "Reproduces" in header and source in header, name
+
+
+def test_robustresnets_are_the_reference_configs() -> None:
+    """configs/CIFAR10/{RobustResNet,WRN}-A*.yaml of the reference: depth_configs and
+    channel_configs (16*W1, 32*W2, 64*W3), robust_res_block against basic_block."""
+    channels = {1: (80, 224, 192), 2: (112, 288, 256), 3: (128, 352, 320), 4: (160, 448, 384)}
+    depths = {1: (14, 14, 7), 2: (17, 17, 8), 3: (22, 22, 11), 4: (27, 28, 13)}
+    archs = {c.arch for c in space.expand(space.load(SPACES / "robustresnets.yaml"))}
+    for a in archs:
+        k = next(k for k, d in depths.items() if d == a.depths)
+        assert tuple(a.stage_planes()) == channels[k] and a.block in ("basic", "robust")
+    assert len(archs) == 8
+
+
+def test_block_in_wrn_pairs_differ_in_the_block_alone() -> None:
+    configs = space.expand(space.load(SPACES / "block_in_wrn.yaml"))
+    shapes = {(c.arch.depths, c.arch.widths) for c in configs}
+    assert {d[0] for d, _ in shapes} == {4, 5, 7, 11} and len(shapes) == 4
+    assert sorted(c.arch.block for c in configs) == ["basic"] * 4 + ["robust"] * 4
+
+
+def test_at_methods_crosses_methods_with_networks() -> None:
+    configs = space.expand(space.load(SPACES / "at_methods.yaml"))
+    cells = {(c.train.method, c.arch.block) for c in configs}
+    assert cells == {(m, b) for m in ("pgd", "trades", "mart") for b in ("basic", "robust")}

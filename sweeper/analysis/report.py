@@ -67,6 +67,11 @@ def _variants_section(name: str, part: pd.DataFrame, out: Path, metric: str) -> 
     table.to_csv(out / f"{name}_variants.csv")
     view = percent_view(table)
     lines = []
+    if "macs_target" not in table.index.names:
+        marks, note = _resolved_marks(part, table, metric)
+        if note:
+            view["resolved"] = marks
+            lines.append(note + "\n")
     if "macs_target" in table.index.names:
         # compound scaling: a delta against one network of one budget means little; show
         # each budget's best networks and leave the comparison to the fit below
@@ -95,6 +100,31 @@ def _variants_section(name: str, part: pd.DataFrame, out: Path, metric: str) -> 
         lines.append(f"![{name} variants]({fig.name})\n")
     lines.append(to_markdown(view))
     return lines
+
+
+def _resolved_marks(part: pd.DataFrame, table: pd.DataFrame, metric: str) -> tuple[list[str], str]:
+    """Per variant: whether its difference from the baseline reaches the smallest difference
+    the sweep resolves (80% power, alpha 0.05; sweeper.analysis.power), and a line saying so."""
+    from sweeper.analysis.power import spread_from_rows, study_power
+    from sweeper.config import TrialConfig
+
+    ok = ok_rows(part)
+    if "config" not in ok or f"{metric}_delta" not in table or not len(ok):
+        return [], ""
+    configs = [TrialConfig.model_validate_json(c) for c in ok["config"]]
+    spread = spread_from_rows(ok)
+    power = study_power(configs, spread)
+    found = power["detectable_difference"].get(metric)
+    if found is None:
+        return [], ""
+    marks = ["baseline" if b else ("yes" if abs(100 * d) >= found else "no")
+             for d, b in zip(table[f"{metric}_delta"], table["baseline"])]  # fmt: skip
+    note = (f"Resolved: a variant whose Δ{metric} from the baseline is at least {found:.2f} "
+            f"points, the smallest difference this sweep resolves at 80% power (alpha 0.05, "
+            f"two-sided; {power['power']['seeds_per_cell']} seed(s) per variant, "
+            f"{power['power']['images'][metric]} images, seed spread from "
+            f"{power['power']['seed_sd_from'][metric]}). A smaller Δ may be real, or noise.")
+    return marks, note
 
 
 def _sweep_section(

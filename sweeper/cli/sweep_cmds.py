@@ -59,7 +59,9 @@ def run(
         "surrogate picks each next cell; grids only)"
     ),
     subsample: int = typer.Option(None, min=1, help="run only K cells of --from's finished ones"),
-    from_: str = typer.Option(None, "--from", help="a finished sweep to --subsample from"),
+    from_: str = typer.Option(
+        None, "--from", help="a finished sweep to --subsample from (--dry-run: its seed spread)"
+    ),
     stratify: str = typer.Option("cw_acc", help="--subsample spreads K over this metric"),
     subsample_seed: int = typer.Option(0, help="seed of the --subsample draw"),
     log: list[str] = typer.Option([], help="a tracker per trial: mlflow, wandb, tensorboard"),
@@ -78,11 +80,13 @@ def run(
 
     order = economics_cmds.check_order(loaded, order)
     trackers = check_trackers(log)
-    select = economics_cmds.subsample_option(loaded, results, subsample, from_, stratify,
+    spread_from = from_ if dry_run and subsample is None else None  # only the power figures
+    select = economics_cmds.subsample_option(loaded, results, subsample,
+                                             None if spread_from else from_, stratify,
                                              subsample_seed)  # fmt: skip
     if dry_run:
         plan = make_plan(loaded, results, retry_failed=retry_failed, select=select)
-        _print_plan(plan, as_json)
+        _print_plan(plan, as_json, spread_from)
         return
     from sweeper import api
 
@@ -202,8 +206,27 @@ def _gpu_hours(configs: list[Any]) -> dict[str, Any]:
     return {**estimate, "gpu_hours": round(float(hours), 2)}
 
 
-def _print_plan(plan: Any, as_json: bool) -> None:
-    info = _plan_json(plan)
+def _power(plan: Any, source: str | None) -> dict[str, Any]:
+    """The study's detectable differences (sweeper.analysis.power), from `source`'s seed
+    spread when given (`--from`), else the stated default."""
+    from sweeper.analysis.power import Spread, spread_from_rows, study_power
+
+    if not plan.configs:
+        return {}
+    spread = Spread()
+    if source is not None:
+        from sweeper import results as store
+        from sweeper.errors import SweeperError
+
+        rows = store.read(source)
+        if rows.empty:
+            raise SweeperError(f"--from {source}: no result rows there")
+        spread = spread_from_rows(rows)
+    return study_power(plan.configs, spread)
+
+
+def _print_plan(plan: Any, as_json: bool, spread_from: str | None = None) -> None:
+    info = {**_plan_json(plan), **_power(plan, spread_from)}
     if as_json:
         print(json.dumps(info, indent=2, default=str))
         return
@@ -227,6 +250,19 @@ def _print_plan(plan: Any, as_json: bool) -> None:
                       highlight=False, markup=False, soft_wrap=True)  # fmt: skip
     else:
         console.print(info["gpu_hours_note"], highlight=False, markup=False, soft_wrap=True)
+    if "detectable_difference" in info:
+        console.print(_power_line(info), highlight=False, markup=False, soft_wrap=True)
+
+
+def _power_line(info: dict[str, Any]) -> str:
+    p = info["power"]
+    figures = ", ".join(f"{k.removesuffix('_acc')} {'-' if v is None else f'{v:.2f}'}"
+                        for k, v in info["detectable_difference"].items())  # fmt: skip
+    sources = sorted(set(p["seed_sd_from"].values()))
+    return (f"detectable difference between two cells (points; {p['power']:.0%} power, "
+            f"alpha {p['alpha']}, two-sided, {p['seeds_per_cell']} seed(s) per cell, "
+            f"{p['images']['pgd_acc']} test / {p['images']['aa_acc']} AutoAttack images, "
+            f"seed spread from {' / '.join(sources)}): {figures}")
 
 
 def _compact(value: Any) -> str:

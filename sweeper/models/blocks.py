@@ -287,6 +287,18 @@ class InvertedBottleneck(_ThreeConvBlock):
 
     The kxk conv is depthwise for standard/hierarchical; aggregated/both replace depthwise
     with `cardinality` groups, so the axis changes the block rather than doing nothing.
+
+    Definition choice, ours: the paper names this topology but does not define it, and the
+    reference code (models/resnet.py) has no inverted bottleneck. The layers are
+    MobileNetV2's (Sandler et al., 2018: 1x1 expand by `expansion`, depthwise kxk, 1x1
+    project); the norm -> act placement is the one every block here shares (`order`), not
+    MobileNetV2's. Pre-activation puts norm -> act before each of the three convs, so the
+    narrow block input passes an activation before the expand conv, where MobileNetV2 keeps
+    the narrow tensors linear ("linear bottleneck": no act after the project conv, none
+    before the expand conv); post-activation puts norm -> act after the expand and the
+    depthwise conv and a norm alone after the project conv, which is MobileNetV2's
+    placement, except for the activation after the residual add. Chosen so that the
+    block-topology study varies the topology and not the activation placement with it.
     """
 
     defaults: ClassVar[dict[str, Any]] = {"expansion": 4}
