@@ -29,7 +29,7 @@ from sweeper.analysis.tables import (
 
 if TYPE_CHECKING:
     from sweeper.analysis.fidelity import FidelityCheck
-    from sweeper.scaling import ScalingFit
+    from sweeper.analysis.scaling import ScalingFit
 
 _NICE = (0.25, 0.5, 1, 2, 3, 5, 10, 15, 20, 30, 40, 60, 100, 200, 500)  # log-axis ticks
 # Step counts (PGD-20, CW-40 in the paper) come from each sweep's eval config, not from here.

@@ -149,9 +149,9 @@ def _plan_json(plan: Any) -> dict[str, Any]:
 
 
 def _gpu_hours(configs: list[Any]) -> float | None:
-    """The calibration hook (sweeper.calibrate); None when there is none or it cannot say."""
+    """The calibration hook (sweeper.perf.calibrate); None when there is none or it cannot say."""
     try:
-        from sweeper.calibrate import estimate_gpu_hours
+        from sweeper.perf.calibrate import estimate_gpu_hours
     except ImportError:
         return None
     try:

@@ -158,3 +158,12 @@ def with_varying(table: pa.Table) -> pa.Table:
         else:
             table = table.append_column(key, column)
     return table
+
+
+def fmt_value(value: Any) -> str:
+    """A factor's value as a label: whole floats without '.0', others to 3 digits."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

@@ -1,6 +1,6 @@
 """Timing sweeper's own training and attack steps on a device: images/s, peak memory, MFU peaks.
 
-Shared by `sweeper calibrate` (sweeper.calibrate) and bench/throughput.py, so both time the same
+Shared by `sweeper calibrate` (perf.calibrate) and bench/throughput.py, so both time the same
 step the same way: warm-up first, the device synchronised around the timed loop.
 """
 
