@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.config import TrialConfig
+from sweeper.analysis import synthetic
+from sweeper.config import NOT_IDENTITY, TrialConfig, identity_hash
 from sweeper.space import load
 from sweeper.space.expansion import cells, resolve_cell
+from sweeper.trial import run_trial
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 PINNED = {
@@ -49,3 +51,20 @@ def test_the_id_is_sha256_of_the_identitys_compact_sorted_json() -> None:
     assert config.trial_id == hashlib.sha256(blob.encode()).hexdigest()[:16]
     assert config.trial_id == TrialConfig(sweep="other", study="other").trial_id
 
+
+
+def test_an_invalid_config_gets_the_id_of_its_identity() -> None:
+    """A failed row of a config that did not validate: the same hash over what it holds."""
+    raw = {"sweep": "s", "seed": 3, "arch": {"depths": "not a list"}}
+    row = run_trial(raw)
+    assert row["status"] == "failed" and row["trial_id"] == identity_hash(
+        {k: v for k, v in raw.items() if k not in NOT_IDENTITY}
+    )
+
+
+def test_synthetic_rows_carry_the_id_of_their_own_config() -> None:
+    row = synthetic.make_row("s", 0, cw=0.5)
+    config = json.loads(row["config"])
+    assert row["trial_id"] == identity_hash(
+        {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    )

@@ -8,7 +8,6 @@ analysis recovers them.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweeper.config import NOT_IDENTITY, identity_hash
 from sweeper.schema import COLUMNS, SCHEMA, empty_row
 
 SYNTHETIC_DEVICE = "synthetic (not a result)"
@@ -134,15 +134,13 @@ def make_row(
         "arch": a,
         "train": {"method": "trades", "epochs": epochs, "eps": 8.0},
     }
-    blob = json.dumps({k: v for k, v in config.items() if k not in ("sweep", "study")},
-                      sort_keys=True)  # fmt: skip
     row = empty_row()
     k = a["kernel_size"]
     ks = max(k) if isinstance(k, list) else k
     row.update(
         sweep=sweep,
         study=study or sweep,
-        trial_id=hashlib.sha256(blob.encode()).hexdigest()[:16],
+        trial_id=identity_hash({k: v for k, v in config.items() if k not in NOT_IDENTITY}),
         status="ok",
         seed=seed,
         block=a["block"],

@@ -41,17 +41,9 @@ TrialFn = Callable[..., dict[str, Any]]
 
 def failed_row(config: TrialConfig, error: str) -> dict[str, Any]:
     """A row for a trial that died without writing its own (worker lost, retries spent)."""
-    import sweeper
-    from sweeper.provenance import provenance
-    from sweeper.schema import empty_row
-    from sweeper.trial import config_columns
+    from sweeper import trial
 
-    now = datetime.now(timezone.utc)
-    row = empty_row()
-    row.update(config_columns(config), status="failed", error=error.splitlines()[0][:1000],
-               started_at=now, ended_at=now, sweeper_version=sweeper.__version__,
-               **provenance())  # fmt: skip
-    return row
+    return trial.failed_row(config, error)
 
 
 def _store(sweep_uri: str, row: dict[str, Any], space: SearchSpace,
