@@ -99,13 +99,10 @@ def run_on_workers(
     workers (tests). Needs a running Ray (ray.init).
     """
     import ray
-    from ray import train
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
 
     from sweeper.data import anchor_data_dir, default_data_dir
 
-    gpu = uses_gpus(config)
     # Ray Train moves its workers into a folder of its own: data folders are resolved here,
     # where the caller's working directory holds; a worker on a node with an absolute
     # $SWEEPER_DATA of its own reads that (sweeper.data.adopt_data_dir)
@@ -119,18 +116,45 @@ def run_on_workers(
         "trial_fn": trial_fn,
         "weights": weights,
     }
-    scratch = None
-    storage: dict[str, Any] = {}
-    if sweep_uri is not None:
-        fs, _ = results.location(sweep_uri)
-        storage["storage_path"] = train_checkpoints(sweep_uri, config.trial_id).rsplit("/", 1)[0]
-        if "://" in sweep_uri:
-            storage["storage_filesystem"] = fs
-    else:  # Ray Train needs somewhere for its run state; nothing of ours goes there
-        scratch = make_scratch(f"{config.trial_id}-train")
-        storage["storage_path"] = scratch
+    storage, scratch = _storage(config, sweep_uri)
     inbox = Queue(actor_options={"num_cpus": 0})
-    trainer = TorchTrainer(
+    trainer = _trainer(config, loop_config, storage, inbox, cpus_per_worker, max_failures)
+    try:
+        row, failure = _relay(trainer, inbox, config.trial_id, on_epoch, on_ready)
+    finally:
+        ray.kill(inbox.actor)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if failure is not None:
+        raise _worker_error(failure)
+    if row is None:
+        raise RuntimeError("the workers ended without reporting a row")
+    return row
+
+
+def _storage(config: TrialConfig, sweep_uri: str | None) -> tuple[dict[str, Any], str | None]:
+    """Ray Train's storage arguments, and a scratch folder to remove afterwards (or None):
+    under the sweep when there is one, so checkpoints persist (see the module docstring)."""
+    if sweep_uri is None:  # Ray Train needs somewhere for its run state; nothing of ours
+        scratch = make_scratch(f"{config.trial_id}-train")
+        return {"storage_path": scratch}, scratch
+    fs, _ = results.location(sweep_uri)
+    storage: dict[str, Any] = {
+        "storage_path": train_checkpoints(sweep_uri, config.trial_id).rsplit("/", 1)[0]
+    }
+    if "://" in sweep_uri:
+        storage["storage_filesystem"] = fs
+    return storage, None
+
+
+def _trainer(config: TrialConfig, loop_config: dict[str, Any], storage: dict[str, Any],
+             inbox: Any, cpus_per_worker: float, max_failures: int) -> Any:  # fmt: skip
+    """The TorchTrainer of one trial: its workers, their resources, checkpoints and retries."""
+    from ray import train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    gpu = uses_gpus(config)
+    return TorchTrainer(
         _worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend=os.environ.get(BACKEND_ENV) or None),
@@ -148,6 +172,14 @@ def run_on_workers(
             **storage,
         ),
     )
+
+
+def _relay(
+    trainer: Any, inbox: Any, trial_id: str,
+    on_epoch: Callable[[dict[str, Any]], None] | None, on_ready: Callable[[], None] | None,
+) -> tuple[dict[str, Any] | None, BaseException | None]:  # fmt: skip
+    """Fit in a thread while this one hands rank 0's reports on (epochs to `on_epoch`, the
+    first sign of life to `on_ready`); (rank 0's row or None, fit's error or None)."""
     failure: list[BaseException] = []
 
     def fit() -> None:
@@ -156,32 +188,23 @@ def run_on_workers(
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread below
             failure.append(err)
 
-    runner = threading.Thread(target=fit, name=f"fit-{config.trial_id}", daemon=True)
+    runner = threading.Thread(target=fit, name=f"fit-{trial_id}", daemon=True)
     runner.start()
     row = None
-    try:
-        while runner.is_alive() or not inbox.empty():
-            try:
-                message = inbox.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if _ROW in message:
-                row = message[_ROW]
-            elif _EPOCH in message:
-                if on_epoch is not None:
-                    on_epoch(message[_EPOCH])
-            elif on_ready is not None:
-                on_ready()
-        runner.join()
-    finally:
-        ray.kill(inbox.actor)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    if failure:
-        raise _worker_error(failure[0])
-    if row is None:
-        raise RuntimeError("the workers ended without reporting a row")
-    return row
+    while runner.is_alive() or not inbox.empty():
+        try:
+            message = inbox.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if _ROW in message:
+            row = message[_ROW]
+        elif _EPOCH in message:
+            if on_epoch is not None:
+                on_epoch(message[_EPOCH])
+        elif on_ready is not None:
+            on_ready()
+    runner.join()
+    return row, failure[0] if failure else None
 
 
 def _forwarder(inbox: Any) -> Any:
