@@ -1,6 +1,6 @@
 """Run a search space on Ray Tune: one trainable around run_trial, resumable by trial_id.
 
-All Ray imports of the package live here and in `sweeper.sweep.progress`. The trainable
+Ray is imported only inside sweeper.sweep (tests/test_layout.py checks it). The trainable
 writes its trial's row from the worker as soon as the trial ends, so a killed driver
 loses only the trials that were running; the next run skips every trial_id with a row.
 Per-epoch checkpoints go through `tune.report` so that FailureConfig retries a
