@@ -33,7 +33,9 @@ RAY_TESTS = {
 # long ones (measured with --durations on a loaded 2-core machine, 2026-12-06): training to
 # a quality bar, installing a wheel, benchmarks, a module fixture that trains two trials
 SLOW_TESTS = {
+    "test_analysis.py::test_demo_without_training",
     "test_bench.py",
+    "test_fidelity.py::test_kendall_interval_covers_the_planted_tau",
     "test_store.py",
     "test_install.py::test_the_wheel_runs_the_packaged_studies_from_an_empty_directory",
     "test_training.py::test_adversarial_training_beats_clean_under_pgd",
