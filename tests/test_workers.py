@@ -276,3 +276,18 @@ def test_the_newest_checkpoint_is_a_folder_not_ray_trains_snapshot(tmp_path: Pat
         (run / "checkpoint_manager_snapshot.json").write_text("{}")
         assert checkpoints.previous_checkpoint(str(sweep), "t1", into) is not None
         assert Path(into, "last.pt").read_text() in {"checkpoint_000001", "checkpoint_000002"}
+
+
+def test_the_epoch_of_a_checkpoint_file_decides_which_resume_is_further_on(
+    tmp_path: Path,
+) -> None:
+    """A rerun gets Ray Train's snapshot checkpoint and the driver's newest folder; the one
+    with the later epoch wins (workers._restore), a damaged one never does."""
+    import io
+
+    from sweeper.sweep.workers import _epoch_of
+
+    data = io.BytesIO()
+    torch.save({"epoch": 3, "model": {"w": torch.ones(1)}}, data)
+    assert _epoch_of(data.getvalue()) == 3
+    assert _epoch_of(data.getvalue()[:20]) == -1 and _epoch_of(b"") == -1

@@ -338,14 +338,37 @@ def _files(folder: str | Path | None) -> dict[str, Any]:
 
 
 def _restore(workdir: str, initial: dict[str, Any]) -> None:
-    """Ray Train's latest checkpoint of this run (a worker restarted after a failure), else
-    the checkpoint an earlier run left (sent by the driver), else nothing: a fresh start."""
+    """The further on of Ray Train's latest checkpoint and the one an earlier run left (sent
+    by the driver), else nothing: a fresh start.
+
+    Within a run, Ray Train's is the newest (a worker restarted after a failure). In a new
+    run it is what the killed run's checkpoint_manager_snapshot.json recorded, which lags
+    one epoch behind when the kill came after an upload and before Ray Train recorded it:
+    the driver's copy (the newest folder) is then further on."""
     import ray
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         checkpoint.to_directory(workdir)
-        return
+        sent, ours = initial.get(CHECKPOINT_NAME), Path(workdir, CHECKPOINT_NAME)
+        mine = _epoch_of(ours.read_bytes()) if ours.is_file() else -1
+        if sent is None or mine >= _epoch_of(ray.get(sent)):
+            return
+        for file in Path(workdir).iterdir():  # Ray Train's older one: replaced, not mixed
+            if file.is_file():
+                file.unlink()
     for name, ref in initial.items():
         Path(workdir, name).write_bytes(ray.get(ref))
+
+
+def _epoch_of(last_pt: bytes) -> int:
+    """The epoch a last.pt holds (-1 when it does not load)."""
+    import io
+
+    import torch
+
+    try:
+        return int(torch.load(io.BytesIO(last_pt), weights_only=True, map_location="cpu")["epoch"])
+    except Exception:  # noqa: BLE001 - a damaged copy is never the further one
+        return -1
