@@ -41,6 +41,7 @@ SLOW_TESTS = {
     "test_training.py::test_adversarial_training_beats_clean_under_pgd",
     "test_trial.py::test_digits_trains_a_robust_model_in_a_minute",
     "test_trial.py::test_ok_row_has_every_column",
+    "test_workers.py::test_sharded_evaluation_counts_every_point_once",
 }
 
 
