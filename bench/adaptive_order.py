@@ -4,7 +4,7 @@ The table is `sweeper.analysis.synthetic.depth_grid_rows`: every cell of the dep
 D1 x D2 x D3 grid (7^3 = 343 cells by default) with a planted optimum at 9 : 9 : 4.3 blocks
 (the paper's 2:2:1 split; best cell D = 9/9/4) plus Gaussian seed noise of 0.3 points.
 For each seed the same noisy table is run in two orders, `concurrency` trials at a time:
-- adaptive: `sweeper.sweep.adaptive.AdaptiveOrder`, the rule `run --order adaptive` uses;
+- adaptive: `sweeper.economics.adaptive.AdaptiveOrder`, the rule `run --order adaptive` uses;
 - random: a seeded shuffle (what a grid run in arbitrary order gives).
 Recorded per order: `best`, the cells started up to and including the planted best cell,
 and `ratio`, the cells finished when the surrogate's predicted best cell first has the
@@ -26,15 +26,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sweeper.analysis.surrogate import Surrogate
 from sweeper.analysis.synthetic import (
     DEPTH_OPTIMUM,
     DEPTH_VALUES,
     depth_grid_rows,
     planted_depth_cw,
 )
-from sweeper.results.match import identity_leaves
-from sweeper.sweep.adaptive import AdaptiveOrder
+from sweeper.economics.adaptive import AdaptiveOrder
+from sweeper.economics.match import identity_leaves
+from sweeper.economics.surrogate import Surrogate
 
 RATIO_TOLERANCE = 0.05
 

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweeper import perf
 from sweeper.config import TrainConfig
 from sweeper.models.spec import ArchSpec
+from sweeper.perf import timing as perf
 
 EPS, EVAL_STEP = 8.0, 0.8  # 1/255 pixel units
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sweeper import calibrate as cal
+from sweeper.perf import calibrate as cal
 
 SPACES = Path(__file__).resolve().parents[1] / "sweeper" / "studies"
 

@@ -9,7 +9,7 @@ uint8, batched augmentation (sweeper.data.train_batches), sweeper.training's ste
 autocast, channels_last, fused SGD on CUDA), PGD with input-only gradients.
 
 FLOPs are counted from the model's MACs with one rule for both loops (see
-sweeper.calibrate's docstring): forward = 2 * MACs per image, training backward = 2x forward,
+sweeper.perf.calibrate's docstring): forward = 2 * MACs per image, training backward = 2x forward,
 attack backward = 1x forward (input gradient only). The reference's redundant forwards (its
 TRADES recomputes f(x) at every attack step) and its weight gradients during PGD evaluation
 are work it does but is not credited for, so images/s and TFLOP/s have the same ratio.
@@ -37,10 +37,10 @@ from typing import Any
 import torch
 from reference_loop import reference_timing  # bench/ is on sys.path when run as a script
 
-from sweeper import calibrate as cal
-from sweeper import perf
 from sweeper.config import RuntimeConfig
 from sweeper.models.spec import ArchSpec
+from sweeper.perf import calibrate as cal
+from sweeper.perf import timing as perf
 
 MODELS = ("wrn-28-10", "robustresnet-a1", "wrn-16-4")  # wrn-16-4: the small ablation network
 SMALL_MODEL = "wrn-16-4"

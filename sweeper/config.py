@@ -283,5 +283,14 @@ class TrialConfig(_Section):
 
     @property
     def trial_id(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return identity_hash(self.identity())
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """The trial_id: 16 hex digits of sha256 over the identity's compact, key-sorted JSON.
+
+    The one definition, for a validated config (TrialConfig.trial_id), a dict that failed
+    validation (its failed row) and synthetic rows alike. Raises TypeError / ValueError
+    when the dict does not serialise."""
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

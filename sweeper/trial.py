@@ -19,7 +19,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import random
 import re
@@ -33,7 +32,7 @@ import torch
 from pydantic import ValidationError
 
 import sweeper
-from sweeper.config import NOT_IDENTITY, TrialConfig
+from sweeper.config import NOT_IDENTITY, TrialConfig, identity_hash
 from sweeper.errors import ConfigError, TrialFailed, from_validation_error, storage_error
 from sweeper.models.spec import ArchSpec
 from sweeper.provenance import provenance
@@ -60,14 +59,7 @@ def run_trial(
     ("TypeName: message"); TrialFailed (divergence) gives a failed row even with
     catch=False. Everything else is re-raised when catch=False.
     """
-    row = empty_row()
-    row.update(
-        status="failed",
-        started_at=_now(),
-        sweeper_version=sweeper.__version__,
-        torch_version=torch.__version__,
-        **provenance(),
-    )
+    row = started_row()
     try:
         cfg = validate_config(config)
     except ConfigError as err:
@@ -102,6 +94,28 @@ def run_trial(
         row["history"] = json.dumps(history)
     row["ended_at"] = _now()
     check_row(row)
+    return row
+
+
+def started_row() -> dict[str, Any]:
+    """The start of every row: failed until the trial says otherwise, when and with what."""
+    row = empty_row()
+    row.update(
+        status="failed",
+        started_at=_now(),
+        sweeper_version=sweeper.__version__,
+        torch_version=torch.__version__,
+        **provenance(),
+    )
+    return row
+
+
+def failed_row(config: TrialConfig, error: str) -> dict[str, Any]:
+    """The row of a trial that died without writing its own (worker lost, retries spent):
+    the first line of `error`, capped as every row's error is."""
+    row = started_row()
+    first = error.splitlines()[0] if error.strip() else error
+    row.update(config_columns(config), error=capped(first), ended_at=row["started_at"])
     return row
 
 
@@ -362,14 +376,14 @@ def _raw_identity(config: dict[str, Any]) -> dict[str, Any]:
     """Identity columns of a dict that failed validation (see the module docstring)."""
     ident = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
     try:
-        blob = json.dumps(ident, sort_keys=True, separators=(",", ":"))
+        trial_id = identity_hash(ident)
         full = json.dumps(config, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"invalid trial config that has no trial_id ({err})") from err
     sweep, seed = config.get("sweep", "adhoc"), config.get("seed", 0)
     return {
         "sweep": sweep if isinstance(sweep, str) else str(sweep),
-        "trial_id": hashlib.sha256(blob.encode()).hexdigest()[:16],
+        "trial_id": trial_id,
         "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         "config": full,
     }
@@ -377,7 +391,11 @@ def _raw_identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def one_line(err: BaseException) -> str:
     """'TypeName: message' on one line (whitespace collapsed, capped in length)."""
-    text = re.sub(r"\s+", " ", f"{type(err).__name__}: {err}").strip()
+    return capped(re.sub(r"\s+", " ", f"{type(err).__name__}: {err}").strip())
+
+
+def capped(text: str) -> str:
+    """An error text no longer than MAX_ERROR_CHARS ('...' marks a cut)."""
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 

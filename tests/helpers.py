@@ -171,3 +171,15 @@ def log_dir(prefix: str) -> str:
     path = tempfile.mkdtemp(prefix=prefix)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def checkpoint_folders(root: Path, pattern: str = "checkpoint_*") -> list[Path]:
+    """Ray's checkpoint folders under `root` matching `pattern`, oldest epoch first.
+
+    A bare glob is a trap: Ray Train keeps `checkpoint_manager_snapshot.json` beside its
+    `checkpoint_000002` folders, and it sorts after them. sweeper.sweep.checkpoints decides
+    what a checkpoint is (tests must not start Ray to use it: it imports no Ray)."""
+    from sweeper.sweep.checkpoints import CHECKPOINT_FOLDER
+
+    found = [p for p in root.glob(pattern) if p.is_dir() and CHECKPOINT_FOLDER.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name.rsplit("_", 1)[1]))

@@ -11,10 +11,15 @@ import numpy as np
 import pytest
 
 from sweeper.analysis import synthetic
-from sweeper.analysis.surrogate import Surrogate, cells_from_leaves, conclusion, cv_rank_correlation
-from sweeper.results.match import identity_leaves
+from sweeper.economics.adaptive import AdaptiveOrder
+from sweeper.economics.match import identity_leaves
+from sweeper.economics.surrogate import (
+    Surrogate,
+    cells_from_leaves,
+    conclusion,
+    cv_rank_correlation,
+)
 from sweeper.results.summary import read_summary, write_summary
-from sweeper.sweep.adaptive import AdaptiveOrder
 
 VALUES = (2, 3, 5, 9, 11)  # 125 cells: a small depth study
 

@@ -23,10 +23,10 @@ from test_subsample import AXES  # noqa: E402  (a 12-cell grid of tiny networks)
 from sweeper import results  # noqa: E402
 from sweeper.cli import main  # noqa: E402
 from sweeper.config import TrialConfig  # noqa: E402
+from sweeper.economics.subsample import subsample_selector  # noqa: E402
 from sweeper.schema import empty_row  # noqa: E402
 from sweeper.space import expand, load  # noqa: E402
 from sweeper.sweep.runner import RunOptions, _init_ray, run_sweep  # noqa: E402
-from sweeper.sweep.subsample import subsample_selector  # noqa: E402
 
 LOG_DIR = log_dir("sweeper-test-economics-")  # captured by value in the workers
 

@@ -227,7 +227,7 @@ def test_no_baseline_deltas_across_budgets() -> None:
 
 def test_scaling_figure_names_budgets_in_gmacs() -> None:
     from sweeper.analysis import plots
-    from sweeper.scaling import fit_scaling
+    from sweeper.analysis.scaling import fit_scaling
 
     fit = fit_scaling(scaling_rows((5, 10), np.arange(0.3, 0.91, 0.05)), n_boot=20)
     pooled = plots.scaling_figure(fit).axes[-1]

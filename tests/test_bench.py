@@ -160,8 +160,8 @@ def test_assumed_rate_for_study_hours() -> None:
     """study_hours --assume-tflops: a constant FLOP rate, so hours = FLOPs / rate exactly."""
     import study_hours
 
-    from sweeper import calibrate as cal
     from sweeper.config import TrialConfig
+    from sweeper.perf import calibrate as cal
 
     calib = study_hours.assumed_calibration(100.0)
     config = TrialConfig(train={"epochs": 1}, eval={"aa_size": 0, "pgd_steps": 0, "cw_steps": 0})

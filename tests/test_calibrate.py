@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sweeper import calibrate as cal
-from sweeper import perf
 from sweeper.cli import main
 from sweeper.config import TrialConfig
+from sweeper.perf import calibrate as cal
+from sweeper.perf import timing as perf
 
 
 @pytest.fixture(scope="module")

@@ -106,3 +106,84 @@ def test_nothing_below_the_sweep_stage_imports_ray() -> None:
                 else [a.name for a in node.names]
             )
             assert not any(m == "ray" or m.startswith("ray.") for m in mods), name
+
+
+
+# Floors, lowest first: a module may import its own floor or a lower one, never a higher one.
+# A module's floor is that of the longest prefix naming it; a new top-level module must be
+# given one here.
+FLOORS: list[tuple[str, ...]] = [
+    ("sweeper", "sweeper.errors", "sweeper.schema", "sweeper.provenance", "sweeper.distributed"),
+    ("sweeper.models",),
+    ("sweeper.config",),
+    ("sweeper.space", "sweeper.data"),
+    ("sweeper.attacks", "sweeper.results", "sweeper.corruptions"),
+    ("sweeper.training", "sweeper.economics"),
+    ("sweeper.analysis", "sweeper.trial", "sweeper.perf"),
+    ("sweeper.reevaluate",),
+    ("sweeper.sweep",),
+    ("sweeper.api",),
+    ("sweeper.cli",),
+    ("sweeper.__main__",),
+]
+
+
+def floor_of(module: str) -> int:
+    best, floor = -1, -1
+    for i, prefixes in enumerate(FLOORS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best:
+                best, floor = len(p), i
+    return floor
+
+
+def with_package_inits(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Importing `a.b.c` runs `a/b/__init__` first: an edge to every package above the
+    target that the importer is not itself inside."""
+    out = {name: set(targets) for name, targets in graph.items()}
+    for name, targets in graph.items():
+        for target in targets:
+            parts = target.split(".")
+            for n in range(1, len(parts)):
+                package = ".".join(parts[:n])
+                if package in graph and not name.startswith(package + "."):
+                    out[name].add(package)
+    return out
+
+
+def reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_every_module_has_a_floor_and_imports_none_above_it() -> None:
+    graph = with_package_inits(import_graph())
+    assert [m for m in graph if floor_of(m) == 0 and not any(m == p for p in FLOORS[0])] == []
+    upward = [f"{a} -> {b}" for a, ts in graph.items() for b in ts if floor_of(b) > floor_of(a)]
+    assert upward == []
+    assert cycles(graph) == []
+
+
+def test_scheduling_reaches_no_analysis() -> None:
+    """sweep/ decides what runs next; what it needs of study economics (the adaptive order,
+    matching) must not pull in the analysis package, not even through a package's face."""
+    graph = with_package_inits(import_graph())
+    for name in graph:
+        if name.startswith("sweeper.sweep"):
+            assert not [t for t in reach(graph, name) if t.startswith("sweeper.analysis")], name
+        if name.startswith("sweeper.economics"):
+            assert not [t for t in reach(graph, name) if t.startswith("sweeper.analysis")], name
+
+
+def test_perf_and_economics_are_packages_of_their_own() -> None:
+    graph = import_graph()
+    for gone in ("sweeper.perf", "sweeper.calibrate", "sweeper.scaling", "sweeper.results.match"):
+        assert not (PACKAGE.parent / (gone.replace(".", "/") + ".py")).exists(), gone
+    assert {"sweeper.perf.timing", "sweeper.perf.calibrate", "sweeper.economics.adaptive"} <= set(
+        graph
+    )

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
-from helpers import kill_when, log_dir, marked_env, tiny_space  # noqa: E402
+from helpers import checkpoint_folders, kill_when, log_dir, marked_env, tiny_space  # noqa: E402
 
 from sweeper import results  # noqa: E402
 from sweeper.config import TrialConfig  # noqa: E402
@@ -259,7 +259,7 @@ def test_real_run_trial_end_to_end_past_a_damaged_checkpoint(
     assert row["status"] == "ok", row["error"]
     assert 0 <= row["clean_acc"] <= 1 and row["pgd_n"] == 32 and row["macs"] > 0
     assert (left.parent / "damaged_checkpoint_000001" / "last.pt").is_file()
-    assert not list((tmp_path / "r" / "real" / "_ray").glob("*/*/checkpoint_*"))
+    assert not checkpoint_folders(tmp_path / "r" / "real" / "_ray", "*/*/checkpoint_*")
     # the worker stored the trained weights in the store, beside the row that names them
     import torch
 
@@ -364,12 +364,12 @@ def test_an_interrupted_run_keeps_the_checkpoints_of_unfinished_trials(tmp_path:
         signal.signal(signal.SIGUSR1, previous)
     assert summary.rows.empty  # nothing finished
     [config] = summary.plan.to_run
-    left = list((tmp_path / "r" / "intr" / "_ray").glob(f"*/{config.trial_id}/checkpoint_*"))
+    left = checkpoint_folders(tmp_path / "r" / "intr" / "_ray", f"*/{config.trial_id}/checkpoint_*")
     assert left and (left[0] / "epoch1").is_file(), "the rerun would start from scratch"
     again = run_sweep(load(path), opts, trial_fn=fake_trial)
     assert list(again.rows["status"]) == ["ok"]
     # the trial has its row: its checkpoints, the interrupted run's included, are gone
-    assert not list((tmp_path / "r" / "intr" / "_ray").glob("*/*/checkpoint_*"))
+    assert not checkpoint_folders(tmp_path / "r" / "intr" / "_ray", "*/*/checkpoint_*")
     # what a run interrupted after this trial ended would have left (Tune's checkpoint and
     # Ray Train's): the next run, with nothing to do, removes both
     for run, epoch in (("run-killed", 1), ("train", 3)):
@@ -377,7 +377,7 @@ def test_an_interrupted_run_keeps_the_checkpoints_of_unfinished_trials(tmp_path:
         leftover.mkdir(parents=True)
         (leftover / "last.pt").write_bytes(b"x")
     assert run_sweep(load(path), opts, trial_fn=fake_trial).started == 0
-    assert not list((tmp_path / "r" / "intr" / "_ray").glob("*/*/checkpoint_*"))
+    assert not checkpoint_folders(tmp_path / "r" / "intr" / "_ray", "*/*/checkpoint_*")
 
 
 def racing_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,

@@ -12,6 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sweeper.analysis.scaling import (  # noqa: E402
+    assign_budgets,
+    depth_share,
+    fit_scaling,
+    prepare,
+    share_ratio,
+)
 from sweeper.analysis.synthetic import (  # noqa: E402
     make_row,
     scaling_rows,
@@ -21,13 +28,6 @@ from sweeper.analysis.synthetic import (  # noqa: E402
 )
 from sweeper.cli import main  # noqa: E402
 from sweeper.errors import SweeperError  # noqa: E402
-from sweeper.scaling import (  # noqa: E402
-    assign_budgets,
-    depth_share,
-    fit_scaling,
-    prepare,
-    share_ratio,
-)
 
 SHARES = np.arange(0.30, 0.901, 0.02)
 

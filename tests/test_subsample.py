@@ -14,10 +14,10 @@ from helpers import tiny_space
 
 from sweeper import results, space
 from sweeper.cli import main
+from sweeper.economics.subsample import stratified, subsample_cells, subsample_selector
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.schema import empty_row
 from sweeper.sweep.plan import make_plan
-from sweeper.sweep.subsample import stratified, subsample_cells, subsample_selector
 from sweeper.trial import config_columns
 
 AXES = """axes:

@@ -9,14 +9,16 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import pytest
 import torch
-from helpers import kill_when, marked_env, tiny_cnn
+from helpers import checkpoint_folders, kill_when, marked_env, tiny_cnn
 from pydantic import ValidationError
 
 ray = pytest.importorskip("ray")
@@ -24,6 +26,7 @@ ray = pytest.importorskip("ray")
 from sweeper import attacks, distributed, results  # noqa: E402
 from sweeper.config import TrialConfig  # noqa: E402
 from sweeper.space import load  # noqa: E402
+from sweeper.sweep import checkpoints  # noqa: E402
 from sweeper.sweep.plan import make_plan  # noqa: E402
 from sweeper.sweep.runner import RunOptions, _init_ray, run_sweep, run_trial_on_workers  # noqa: E402
 from sweeper.trial import config_columns, run_trial  # noqa: E402
@@ -203,7 +206,7 @@ def test_a_killed_two_worker_trial_resumes_from_its_last_epoch(
                                  stderr=subprocess.DEVNULL)  # fmt: skip
         kill_when(first, (kept / "checkpoint_000002" / "last.pt").exists, timeout_s=300,
                   waiting_for="a second checkpoint")  # fmt: skip
-    last = max(kept.glob("checkpoint_*"))  # the newest; uploads are atomic, none is partial
+    last = checkpoint_folders(kept)[-1]  # the newest; uploads are atomic, none is partial
     left = torch.load(last / "last.pt", weights_only=True)
     assert 2 <= left["epoch"] < 15 and not list(out.glob("resume/*.parquet"))
 
@@ -247,3 +250,44 @@ def test_a_two_worker_trial_failing_after_training_keeps_its_weights(
     assert row["status"] == "failed" and "CUDA out of memory" in row["error"]
     assert row["weights"] == f"_weights/{row['trial_id']}/final.pt"
     assert results.load_weights(str(out / "oom"), row["weights"]).keys() == {"w"}
+
+
+def test_the_newest_checkpoint_is_a_folder_not_ray_trains_snapshot(tmp_path: Path) -> None:
+    """Ray Train writes `checkpoint_manager_snapshot.json` beside its `checkpoint_N` folders;
+    a bare `max(glob("checkpoint_*"))` picks that file (seen failing under load)."""
+    for name in ("checkpoint_000001", "checkpoint_000002", "damaged_checkpoint_000003"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint_manager_snapshot.json").write_text("{}")
+    (tmp_path / ".checkpoint_000004.partial").mkdir()
+    assert [p.name for p in checkpoint_folders(tmp_path)] == [
+        "checkpoint_000001", "checkpoint_000002"
+    ]
+    fs = pafs.LocalFileSystem()
+    listing = fs.get_file_info(pafs.FileSelector(str(tmp_path)))
+    assert sorted(i.base_name for i in listing if checkpoints.is_checkpoint(i)) == [
+        "checkpoint_000001", "checkpoint_000002"
+    ]
+    with tempfile.TemporaryDirectory() as into:  # an earlier run's newest, copied for a resume
+        sweep = tmp_path / "store" / "s"
+        run = sweep / "_ray" / "train" / "t1"
+        for name in ("checkpoint_000001", "checkpoint_000002"):
+            (run / name).mkdir(parents=True)
+            (run / name / "last.pt").write_text(name)
+        (run / "checkpoint_manager_snapshot.json").write_text("{}")
+        assert checkpoints.previous_checkpoint(str(sweep), "t1", into) is not None
+        assert Path(into, "last.pt").read_text() in {"checkpoint_000001", "checkpoint_000002"}
+
+
+def test_the_epoch_of_a_checkpoint_file_decides_which_resume_is_further_on(
+    tmp_path: Path,
+) -> None:
+    """A rerun gets Ray Train's snapshot checkpoint and the driver's newest folder; the one
+    with the later epoch wins (workers._restore), a damaged one never does."""
+    import io
+
+    from sweeper.sweep.workers import _epoch_of
+
+    data = io.BytesIO()
+    torch.save({"epoch": 3, "model": {"w": torch.ones(1)}}, data)
+    assert _epoch_of(data.getvalue()) == 3
+    assert _epoch_of(data.getvalue()[:20]) == -1 and _epoch_of(b"") == -1

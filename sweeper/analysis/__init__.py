@@ -5,7 +5,7 @@
     variant_table(rows[rows["sweep"] == "se"])    # means, 95% CIs, deltas from baseline
     write_report(rows, "report/")                 # report.md + PNGs
 
-    from sweeper.scaling import fit_scaling       # the RobustScaling refit
+    from sweeper.analysis.scaling import fit_scaling       # the RobustScaling refit
     from sweeper.analysis.plots import scaling_figure
     scaling_figure(fit_scaling(rows[rows["sweep"] == "compound"]))
 

@@ -1,13 +1,13 @@
 """The whole path in minutes: run the smoke sweep on the digits data, then write its report.
 
-    python -m analysis.demo                      # under $TMPDIR/sweeper-demo/
-    python -m analysis.demo --out DIR -- --set train.epochs=2
-    python -m analysis.demo --synthetic          # no training: fake rows, marked as such
+    python -m sweeper.analysis.demo                  # under $TMPDIR/sweeper-demo/
+    python -m sweeper.analysis.demo --out DIR -- --set train.epochs=2
+    python -m sweeper.analysis.demo --synthetic      # no training: fake rows, marked as such
 
-Run it from the repository root (or as `python analysis/demo.py` from anywhere).
-Everything after `--` goes to `sweeper run`. The same two steps by hand:
+The smoke sweep is the packaged one (sweeper/studies/smoke.yaml), so this runs from any
+folder. Everything after `--` goes to `sweeper run`. The same two steps by hand:
 
-    sweeper run search_spaces/smoke.yaml --results DIR/results
+    sweeper run smoke --results DIR/results
     sweeper report DIR/results --out DIR/report
 """
 
@@ -20,17 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+from sweeper.space.load import studies_dir
+
+SMOKE = studies_dir() / "smoke.yaml"
 
 
 def run_smoke(results: Path, extra: list[str]) -> None:
     """`sweeper run smoke.yaml` in a child process (the same interpreter), output shown."""
     if not SMOKE.is_file():
-        raise SystemExit(f"{SMOKE} is missing: the smoke sweep is not in this checkout")
+        raise SystemExit(f"{SMOKE} is missing: the smoke sweep is not in this installation")
     cmd = [sys.executable, "-m", "sweeper", "run", str(SMOKE), "--results", str(results), *extra]
     print("$", " ".join(cmd), flush=True)
-    code = subprocess.run(cmd, cwd=ROOT).returncode
+    code = subprocess.run(cmd).returncode
     if code != 0:
         raise SystemExit(f"the smoke sweep failed (exit {code}); see its output above")
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = [a for a in extra if a != "--"]
     from sweeper.analysis.report import write_report
 
-    results = args.out.resolve() / "results"  # absolute: the run's working dir is the repo
+    results = args.out.resolve() / "results"
     start = time.perf_counter()
     if args.synthetic:
         from sweeper.analysis.synthetic import fake_results

@@ -3,7 +3,7 @@
 `compare(low, high)` takes the rows of one study at two fidelities (schedule length, stop
 epoch, attack steps, training method) and answers with numbers a reader can act on:
 
-- Matching (sweeper.results.match): a trial of LOW and one of HIGH are the same network
+- Matching (sweeper.economics.match): a trial of LOW and one of HIGH are the same network
   and seed when their identities agree on everything but the fidelity keys, i.e. the
   train.* / eval.* values constant within each side. Seeds are then averaged per network
   (the same seeds on both sides), so every statistic has one point per network.
@@ -17,7 +17,7 @@ epoch, attack steps, training method) and answers with numbers a reader can act 
 - Conclusions: what the study would report, at each fidelity, on the matched networks
   only: the best network; per factor (sweeper.analysis.tables.study_factors) its best
   and worst variant and the sign of each variant's effect against the baseline; for a
-  compound study the fitted depth share (sweeper.scaling.fit_scaling) with its interval,
+  compound study the fitted depth share (sweeper.analysis.scaling.fit_scaling) with its interval,
   "same" when both fidelities find an interior optimum and the intervals overlap.
 """
 
@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sweeper.analysis.surrogate import cells_from_leaves
 from sweeper.analysis.tables import (
     fmt_value,
     ok_rows,
@@ -40,8 +39,9 @@ from sweeper.analysis.tables import (
     variant_table,
     with_factor_columns,
 )
+from sweeper.economics.match import fidelity_changes, identity_leaves, match_keys, studies
+from sweeper.economics.surrogate import cells_from_leaves
 from sweeper.errors import SweeperError
-from sweeper.results.match import fidelity_changes, identity_leaves, match_keys, studies
 
 MIN_NETWORKS = 3  # fewer matched networks leave no ranking worth a correlation
 RESAMPLES = 2000
@@ -292,7 +292,7 @@ def _share_text(fit: Any) -> tuple[str, Any]:
 def _scaling_conclusion(
     low: pd.DataFrame, high: pd.DataFrame, metric: str, resamples: int, seed: int
 ) -> list[Conclusion]:
-    from sweeper.scaling import fit_scaling
+    from sweeper.analysis.scaling import fit_scaling
 
     texts, intervals = [], []
     for side in (low, high):

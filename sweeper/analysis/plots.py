@@ -28,8 +28,10 @@ from sweeper.analysis.tables import (
 )
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from sweeper.analysis.fidelity import FidelityCheck
-    from sweeper.scaling import ScalingFit
+    from sweeper.analysis.scaling import ScalingFit
 
 _NICE = (0.25, 0.5, 1, 2, 3, 5, 10, 15, 20, 30, 40, 60, 100, 200, 500)  # log-axis ticks
 # Step counts (PGD-20, CW-40 in the paper) come from each sweep's eval config, not from here.
@@ -100,54 +102,8 @@ def acc_vs_macs(rows: pd.DataFrame, metric: str = "cw_acc") -> Figure:
         if factors[:1] == ["macs_target"]:
             factors = factors[1:]  # compound scaling: colour by depth share, budgets show on x
         part = with_factor_columns(part)
-        key = factors[0] if factors else None
-        if key is None:
-            ax.scatter(part["gmacs"], part["acc"], s=12)
-        elif pd.api.types.is_numeric_dtype(part[key]) and part[key].nunique() > 6:
-            sc = ax.scatter(part["gmacs"], part["acc"], c=part[key], s=12, cmap="viridis")
-            fig.colorbar(sc, ax=ax, label=key)
-        else:
-            # a second factor with few values gets marker shapes (block-level studies only:
-            # depth/width grids would need a legend entry for every cell)
-            second = (
-                factors[1]
-                if (
-                    len(factors) > 1
-                    and part[factors[1]].nunique() <= 6
-                    and not pd.api.types.is_numeric_dtype(part[key])
-                )
-                else None
-            )
-            shapes = (
-                {v: "os^Dv*"[j] for j, v in enumerate(sorted(part[second].unique()))}
-                if second
-                else {}
-            )
-            colours = {v: f"C{i % 10}" for i, v in enumerate(sorted(part[key].unique()))}
-            groups = part.groupby([key, second] if second else [key], sort=True)
-            for values, sub in groups:
-                label = " / ".join(fmt_value(v) for v in values)
-                ax.scatter(
-                    sub["gmacs"],
-                    sub["acc"],
-                    s=16,
-                    color=colours[values[0]],
-                    marker=shapes.get(values[-1], "o") if second else "o",
-                    label=label,
-                )
-            title = f"{key} / {second}" if second else key
-            ax.legend(title=title, fontsize=7, title_fontsize=7, loc="best")
-        lo, hi = part["gmacs"].min(), part["gmacs"].max()
-        if hi > 3 * lo:
-            ax.set_xscale("log")
-            ticks = [v for v in _NICE if lo * 0.9 <= v <= hi * 1.1]
-            if len(ticks) >= 2:
-                ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        elif hi < 1.05 * lo:  # a matched-budget study: widen the axis around the budget
-            mid = (hi + lo) / 2
-            ax.set_xlim(mid * 0.9, mid * 1.1)
-            sweep = f"{sweep} (all at {mid:.3g} {unit})"
+        _scatter_by_factors(fig, ax, part, factors)
+        sweep = _macs_axis(ax, part, sweep, unit)
         ax.set_title(sweep)
         ax.set_xlabel(unit)
         if ax.get_xscale() == "linear":
@@ -155,6 +111,65 @@ def acc_vs_macs(rows: pd.DataFrame, metric: str = "cw_acc") -> Figure:
         ax.set_ylabel(f"{NAMES.get(metric, metric)} accuracy (%)")
         ax.grid(alpha=0.3)
     return fig
+
+
+def _scatter_by_factors(fig: Figure, ax: Axes, part: pd.DataFrame, factors: list[str]) -> None:
+    """One dot per trial: colour by the first factor (a colour bar when it has many numeric
+    values), marker shape by a second one with few values."""
+    key = factors[0] if factors else None
+    if key is None:
+        ax.scatter(part["gmacs"], part["acc"], s=12)
+    elif pd.api.types.is_numeric_dtype(part[key]) and part[key].nunique() > 6:
+        sc = ax.scatter(part["gmacs"], part["acc"], c=part[key], s=12, cmap="viridis")
+        fig.colorbar(sc, ax=ax, label=key)
+    else:
+        # a second factor with few values gets marker shapes (block-level studies only:
+        # depth/width grids would need a legend entry for every cell)
+        second = (
+            factors[1]
+            if (
+                len(factors) > 1
+                and part[factors[1]].nunique() <= 6
+                and not pd.api.types.is_numeric_dtype(part[key])
+            )
+            else None
+        )
+        shapes = (
+            {v: "os^Dv*"[j] for j, v in enumerate(sorted(part[second].unique()))}
+            if second
+            else {}
+        )
+        colours = {v: f"C{i % 10}" for i, v in enumerate(sorted(part[key].unique()))}
+        groups = part.groupby([key, second] if second else [key], sort=True)
+        for values, sub in groups:
+            label = " / ".join(fmt_value(v) for v in values)
+            ax.scatter(
+                sub["gmacs"],
+                sub["acc"],
+                s=16,
+                color=colours[values[0]],
+                marker=shapes.get(values[-1], "o") if second else "o",
+                label=label,
+            )
+        title = f"{key} / {second}" if second else key
+        ax.legend(title=title, fontsize=7, title_fontsize=7, loc="best")
+
+
+def _macs_axis(ax: Axes, part: pd.DataFrame, sweep: str, unit: str) -> str:
+    """A log axis over a wide MACs range, a widened one around a matched budget; returns
+    the panel's title (the budget named when every trial has it)."""
+    lo, hi = part["gmacs"].min(), part["gmacs"].max()
+    if hi > 3 * lo:
+        ax.set_xscale("log")
+        ticks = [v for v in _NICE if lo * 0.9 <= v <= hi * 1.1]
+        if len(ticks) >= 2:
+            ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif hi < 1.05 * lo:  # a matched-budget study: widen the axis around the budget
+        mid = (hi + lo) / 2
+        ax.set_xlim(mid * 0.9, mid * 1.1)
+        sweep = f"{sweep} (all at {mid:.3g} {unit})"
+    return sweep
 
 
 def shape_heatmaps(rows: pd.DataFrame, kind: str = "depth", metric: str = "cw_acc") -> Figure:

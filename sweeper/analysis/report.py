@@ -32,7 +32,7 @@ SHOW_ALL = 40  # variants; bigger studies show their best and worst ones (the CS
 
 def scaling_markdown(fit: object) -> str:
     """The fit-scaling result as a markdown table, with the reasons for missing optima."""
-    from sweeper.scaling import ScalingFit
+    from sweeper.analysis.scaling import ScalingFit
 
     assert isinstance(fit, ScalingFit)
     lines = []
@@ -158,8 +158,8 @@ def _sweep_section(
 def _scaling_section(
     name: str, ok: pd.DataFrame, out: Path, metric: str, bootstrap: int
 ) -> list[str]:
+    from sweeper.analysis.scaling import fit_scaling
     from sweeper.errors import SweeperError
-    from sweeper.scaling import fit_scaling
 
     lines = ["### Compound scaling: best depth share per budget", ""]
     try:

@@ -8,7 +8,6 @@ analysis recovers them.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweeper.config import NOT_IDENTITY, identity_hash
 from sweeper.schema import COLUMNS, SCHEMA, empty_row
 
 SYNTHETIC_DEVICE = "synthetic (not a result)"
@@ -134,17 +134,32 @@ def make_row(
         "arch": a,
         "train": {"method": "trades", "epochs": epochs, "eps": 8.0},
     }
-    blob = json.dumps({k: v for k, v in config.items() if k not in ("sweep", "study")},
-                      sort_keys=True)  # fmt: skip
     row = empty_row()
-    k = a["kernel_size"]
-    ks = max(k) if isinstance(k, list) else k
     row.update(
         sweep=sweep,
         study=study or sweep,
-        trial_id=hashlib.sha256(blob.encode()).hexdigest()[:16],
+        trial_id=identity_hash({k: v for k, v in config.items() if k not in NOT_IDENTITY}),
         status="ok",
         seed=seed,
+        macs_target=macs_target,
+        dataset="cifar10",
+        train_method="trades",
+        epochs=epochs,
+        eps=8.0,
+        **_arch_columns(a),
+        **_accuracies(cw, rng),
+        **_RUN_COLUMNS,
+        config=json.dumps(config),
+        history="[]",
+    )
+    return row
+
+
+def _arch_columns(a: dict[str, Any]) -> dict[str, Any]:
+    """The architecture columns of a row, params and MACs from the approximations above."""
+    k = a["kernel_size"]
+    ks = max(k) if isinstance(k, list) else k
+    return dict(
         block=a["block"],
         activation_order=a["activation_order"],
         conv_type=a["conv_type"],
@@ -152,19 +167,17 @@ def make_row(
         kernel_size="/".join(map(str, k)) if isinstance(k, list) else str(k),
         activation=a["activation"],
         norm=a["norm"],
-        depth1=a["depths"][0],
-        depth2=a["depths"][1],
-        depth3=a["depths"][2],
-        width1=float(a["widths"][0]),
-        width2=float(a["widths"][1]),
-        width3=float(a["widths"][2]),
+        **{f"depth{i + 1}": a["depths"][i] for i in range(3)},
+        **{f"width{i + 1}": float(a["widths"][i]) for i in range(3)},
         params=approx_params(a["depths"], a["widths"], ks),
         macs=approx_macs(a["depths"], a["widths"], ks),
-        macs_target=macs_target,
-        dataset="cifar10",
-        train_method="trades",
-        epochs=epochs,
-        eps=8.0,
+    )
+
+
+def _accuracies(cw: float, rng: np.random.Generator) -> dict[str, Any]:
+    """Clean, PGD and AA accuracy from CW's with the paper's gaps and a little noise (drawn
+    in this order, so a seeded generator gives the same rows), and the points counted."""
+    return dict(
         clean_acc=float(np.clip(cw + 0.31 + rng.normal(0, 0.004), 0, 1)),
         pgd_acc=float(np.clip(cw + 0.027 + rng.normal(0, 0.001), 0, 1)),
         cw_acc=float(np.clip(cw, 0, 1)),
@@ -173,17 +186,19 @@ def make_row(
         pgd_n=10000,
         cw_n=10000,
         aa_n=1000,
-        started_at=pd.Timestamp("2026-01-01", tz="UTC"),
-        ended_at=pd.Timestamp("2026-01-01 00:30", tz="UTC"),
-        train_seconds=1500.0,
-        eval_seconds=300.0,
-        device=SYNTHETIC_DEVICE,
-        sweeper_version="synthetic",
-        torch_version="synthetic",
-        config=json.dumps(config),
-        history="[]",
     )
-    return row
+
+
+# when, how long and on what a synthetic trial "ran": the same for every row
+_RUN_COLUMNS = dict(
+    started_at=pd.Timestamp("2026-01-01", tz="UTC"),
+    ended_at=pd.Timestamp("2026-01-01 00:30", tz="UTC"),
+    train_seconds=1500.0,
+    eval_seconds=300.0,
+    device=SYNTHETIC_DEVICE,
+    sweeper_version="synthetic",
+    torch_version="synthetic",
+)
 
 
 def scaling_rows(

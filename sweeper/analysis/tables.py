@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweeper.results.columns import fmt_value
+
 METRICS = ["clean_acc", "pgd_acc", "cw_acc", "aa_acc"]
 CATEGORICAL = [
     "block",
@@ -277,14 +279,6 @@ def label(key: Any, table: pd.DataFrame) -> str:
     names = list(table.index.names)
     values = key if isinstance(key, tuple) else (key,)
     return ", ".join(f"{n}={fmt_value(v)}" for n, v in zip(names, values))
-
-
-def fmt_value(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
 
 
 def _sig(x: float) -> str:

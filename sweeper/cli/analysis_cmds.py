@@ -57,7 +57,7 @@ def fit_scaling_cmd(
     """Needs a compound-scaling sweep (`sweeper run compound`: several depth shares per MACs
     budget). Fits robust accuracy against the depth share sum(D)/(sum(D)+sum(W)), per budget
     and pooled, and reports the share that maximises it (the paper: about 0.7, i.e. 7 : 3)."""
-    from sweeper.scaling import fit_scaling
+    from sweeper.analysis.scaling import fit_scaling
 
     rows = _analysis("tables").load(results)
     rows = _one_sweep(rows, sweep, results)
@@ -100,7 +100,7 @@ def _print_fit(fit: Any, plot: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sweeper.scaling import MACS_TOLERANCE
+    from sweeper.analysis.scaling import MACS_TOLERANCE
 
     console = Console()
     table = Table(

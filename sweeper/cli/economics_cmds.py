@@ -71,7 +71,7 @@ def subsample_option(
     if space.is_search:
         raise SweeperError("--subsample reruns grid cells; this space is an optuna search")
     from sweeper import results as store
-    from sweeper.sweep.subsample import subsample_selector
+    from sweeper.economics.subsample import subsample_selector
 
     if _absolute(store.sweep_dir(results, space.name)) == _absolute(source):
         raise SweeperError(

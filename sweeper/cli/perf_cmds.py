@@ -30,9 +30,9 @@ def calibrate_cmd(
     as_json: bool = typer.Option(False, "--json", help="the calibration as JSON on stdout"),
 ) -> None:
     """Time TRADES-10 training and PGD-20 evaluation for a few model sizes; store images/s."""
-    from sweeper import calibrate as cal
     from sweeper.config import RuntimeConfig
     from sweeper.errors import ConfigError
+    from sweeper.perf import calibrate as cal
 
     _check_device(device)
     calibration = cal.calibrate(

@@ -193,8 +193,8 @@ def _plan_json(plan: Any) -> dict[str, Any]:
 
 def _gpu_hours(configs: list[Any]) -> dict[str, Any]:
     """The calibration's GPU-hour estimate and where it comes from, or why there is none
-    (sweeper.calibrate.dry_run_estimate); a broken calibration never stops a dry run."""
-    from sweeper.calibrate import dry_run_estimate
+    (sweeper.perf.calibrate.dry_run_estimate); a broken calibration never stops a dry run."""
+    from sweeper.perf.calibrate import dry_run_estimate
 
     try:
         estimate = dry_run_estimate(configs)

@@ -193,3 +193,12 @@ def _fill_held(table: pa.Table, flats: list[dict[str, Any] | None]) -> pa.Table:
                for v, f in zip(old, flats)]  # fmt: skip
         table = table.set_column(table.column_names.index(name), name, pa.array(new, kind))
     return table
+
+
+def fmt_value(value: Any) -> str:
+    """A factor's value as a label: whole floats without '.0', others to 3 digits."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

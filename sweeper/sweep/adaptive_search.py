@@ -1,5 +1,5 @@
 """The Ray Tune side of `run --order adaptive`: a Searcher that hands Tune a grid's pending
-cells one at a time, in the order `sweeper.sweep.adaptive.AdaptiveOrder` chooses from the
+cells one at a time, in the order `sweeper.economics.adaptive.AdaptiveOrder` chooses from the
 trials finished so far (this run's and earlier runs' rows), until every cell has run."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pandas as pd
 from ray.tune.search import Searcher
 
 from sweeper import results
-from sweeper.results.match import identity_leaves
+from sweeper.economics.adaptive import AdaptiveOrder
+from sweeper.economics.match import identity_leaves
 from sweeper.results.summary import write_summary
-from sweeper.sweep.adaptive import AdaptiveOrder
 
 if TYPE_CHECKING:
     from sweeper.sweep.plan import Plan

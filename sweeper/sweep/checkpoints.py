@@ -13,6 +13,7 @@ runs left for it are dead weight and go too.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ from sweeper import results
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint_"
 DAMAGED_PREFIX = "damaged_"
+# a checkpoint folder's whole name: `checkpoint_*` also matches Ray Train's own
+# `checkpoint_manager_snapshot.json` beside them (it sorts after `checkpoint_000002`)
+CHECKPOINT_FOLDER = re.compile(re.escape(PREFIX) + r"\d+")
+
+
+def is_checkpoint(info: Any) -> bool:
+    """A pyarrow FileInfo of a checkpoint folder (Tune's or Ray Train's), nothing else."""
+    is_folder = info.type == pafs.FileType.Directory
+    return is_folder and CHECKPOINT_FOLDER.fullmatch(info.base_name) is not None
 
 
 def restore(sweep_uri: str, trial_id: str, workdir: str) -> str | None:
@@ -69,11 +79,7 @@ def previous_checkpoint(sweep_uri: str, trial_id: str, into: str) -> tuple[Any, 
     found = []
     try:
         for run in _folders(fs, f"{base}/_ray"):
-            found += [
-                info
-                for info in _folders(fs, f"{run.path}/{trial_id}")
-                if info.base_name.startswith(PREFIX)
-            ]
+            found += [i for i in _folders(fs, f"{run.path}/{trial_id}") if is_checkpoint(i)]
         if not found:
             return None
         newest = max(found, key=lambda info: (info.mtime_ns or 0, info.path))

@@ -34,7 +34,7 @@ class RunOptions:
     retry_failed: bool = False
     max_failures: int = 2  # Ray-level retries of a trial (preemption, dead worker)
     progress: bool = True
-    order: Literal["grid", "adaptive"] = "grid"  # adaptive: cells by a surrogate (sweep.adaptive)
+    order: Literal["grid", "adaptive"] = "grid"  # adaptive: a surrogate orders cells (economics)
     log: tuple[str, ...] = ()  # experiment trackers: mlflow, wandb, tensorboard (sweep.trackers)
     log_uri: str | None = None  # MLflow tracking URI / W&B folder (default: see sweep.trackers)
 

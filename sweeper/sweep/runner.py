@@ -1,6 +1,6 @@
 """Run a search space on Ray Tune: one trainable around run_trial, resumable by trial_id.
 
-All Ray imports of the package live here and in `sweeper.sweep.progress`. The trainable
+Ray is imported only inside sweeper.sweep (tests/test_layout.py checks it). The trainable
 writes its trial's row from the worker as soon as the trial ends, so a killed driver
 loses only the trials that were running; the next run skips every trial_id with a row.
 Per-epoch checkpoints go through `tune.report` so that FailureConfig retries a
@@ -47,17 +47,9 @@ STORAGE_FAULT = "storage_fault"  # a trial's report: the store is full or read-o
 
 def failed_row(config: TrialConfig, error: str) -> dict[str, Any]:
     """A row for a trial that died without writing its own (worker lost, retries spent)."""
-    import sweeper
-    from sweeper.provenance import provenance
-    from sweeper.schema import empty_row
-    from sweeper.trial import config_columns
+    from sweeper import trial
 
-    now = datetime.now(timezone.utc)
-    row = empty_row()
-    row.update(config_columns(config), status="failed", error=error.splitlines()[0][:1000],
-               started_at=now, ended_at=now, sweeper_version=sweeper.__version__,
-               **provenance())  # fmt: skip
-    return row
+    return trial.failed_row(config, error)
 
 
 def _store(sweep_uri: str, row: dict[str, Any], space: SearchSpace,

@@ -99,13 +99,10 @@ def run_on_workers(
     workers (tests). Needs a running Ray (ray.init).
     """
     import ray
-    from ray import train
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
 
     from sweeper.data import anchor_data_dir, default_data_dir
 
-    gpu = uses_gpus(config)
     # Ray Train moves its workers into a folder of its own: data folders are resolved here,
     # where the caller's working directory holds; a worker on a node with an absolute
     # $SWEEPER_DATA of its own reads that (sweeper.data.adopt_data_dir)
@@ -119,18 +116,45 @@ def run_on_workers(
         "trial_fn": trial_fn,
         "weights": weights,
     }
-    scratch = None
-    storage: dict[str, Any] = {}
-    if sweep_uri is not None:
-        fs, _ = results.location(sweep_uri)
-        storage["storage_path"] = train_checkpoints(sweep_uri, config.trial_id).rsplit("/", 1)[0]
-        if "://" in sweep_uri:
-            storage["storage_filesystem"] = fs
-    else:  # Ray Train needs somewhere for its run state; nothing of ours goes there
-        scratch = make_scratch(f"{config.trial_id}-train")
-        storage["storage_path"] = scratch
+    storage, scratch = _storage(config, sweep_uri)
     inbox = Queue(actor_options={"num_cpus": 0})
-    trainer = TorchTrainer(
+    trainer = _trainer(config, loop_config, storage, inbox, cpus_per_worker, max_failures)
+    try:
+        row, failure = _relay(trainer, inbox, config.trial_id, on_epoch, on_ready)
+    finally:
+        ray.kill(inbox.actor)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if failure is not None:
+        raise _worker_error(failure)
+    if row is None:
+        raise RuntimeError("the workers ended without reporting a row")
+    return row
+
+
+def _storage(config: TrialConfig, sweep_uri: str | None) -> tuple[dict[str, Any], str | None]:
+    """Ray Train's storage arguments, and a scratch folder to remove afterwards (or None):
+    under the sweep when there is one, so checkpoints persist (see the module docstring)."""
+    if sweep_uri is None:  # Ray Train needs somewhere for its run state; nothing of ours
+        scratch = make_scratch(f"{config.trial_id}-train")
+        return {"storage_path": scratch}, scratch
+    fs, _ = results.location(sweep_uri)
+    storage: dict[str, Any] = {
+        "storage_path": train_checkpoints(sweep_uri, config.trial_id).rsplit("/", 1)[0]
+    }
+    if "://" in sweep_uri:
+        storage["storage_filesystem"] = fs
+    return storage, None
+
+
+def _trainer(config: TrialConfig, loop_config: dict[str, Any], storage: dict[str, Any],
+             inbox: Any, cpus_per_worker: float, max_failures: int) -> Any:  # fmt: skip
+    """The TorchTrainer of one trial: its workers, their resources, checkpoints and retries."""
+    from ray import train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    gpu = uses_gpus(config)
+    return TorchTrainer(
         _worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend=os.environ.get(BACKEND_ENV) or None),
@@ -148,6 +172,14 @@ def run_on_workers(
             **storage,
         ),
     )
+
+
+def _relay(
+    trainer: Any, inbox: Any, trial_id: str,
+    on_epoch: Callable[[dict[str, Any]], None] | None, on_ready: Callable[[], None] | None,
+) -> tuple[dict[str, Any] | None, BaseException | None]:  # fmt: skip
+    """Fit in a thread while this one hands rank 0's reports on (epochs to `on_epoch`, the
+    first sign of life to `on_ready`); (rank 0's row or None, fit's error or None)."""
     failure: list[BaseException] = []
 
     def fit() -> None:
@@ -156,32 +188,23 @@ def run_on_workers(
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread below
             failure.append(err)
 
-    runner = threading.Thread(target=fit, name=f"fit-{config.trial_id}", daemon=True)
+    runner = threading.Thread(target=fit, name=f"fit-{trial_id}", daemon=True)
     runner.start()
     row = None
-    try:
-        while runner.is_alive() or not inbox.empty():
-            try:
-                message = inbox.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if _ROW in message:
-                row = message[_ROW]
-            elif _EPOCH in message:
-                if on_epoch is not None:
-                    on_epoch(message[_EPOCH])
-            elif on_ready is not None:
-                on_ready()
-        runner.join()
-    finally:
-        ray.kill(inbox.actor)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    if failure:
-        raise _worker_error(failure[0])
-    if row is None:
-        raise RuntimeError("the workers ended without reporting a row")
-    return row
+    while runner.is_alive() or not inbox.empty():
+        try:
+            message = inbox.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if _ROW in message:
+            row = message[_ROW]
+        elif _EPOCH in message:
+            if on_epoch is not None:
+                on_epoch(message[_EPOCH])
+        elif on_ready is not None:
+            on_ready()
+    runner.join()
+    return row, failure[0] if failure else None
 
 
 def _forwarder(inbox: Any) -> Any:
@@ -315,14 +338,37 @@ def _files(folder: str | Path | None) -> dict[str, Any]:
 
 
 def _restore(workdir: str, initial: dict[str, Any]) -> None:
-    """Ray Train's latest checkpoint of this run (a worker restarted after a failure), else
-    the checkpoint an earlier run left (sent by the driver), else nothing: a fresh start."""
+    """The further on of Ray Train's latest checkpoint and the one an earlier run left (sent
+    by the driver), else nothing: a fresh start.
+
+    Within a run, Ray Train's is the newest (a worker restarted after a failure). In a new
+    run it is what the killed run's checkpoint_manager_snapshot.json recorded, which lags
+    one epoch behind when the kill came after an upload and before Ray Train recorded it:
+    the driver's copy (the newest folder) is then further on."""
     import ray
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         checkpoint.to_directory(workdir)
-        return
+        sent, ours = initial.get(CHECKPOINT_NAME), Path(workdir, CHECKPOINT_NAME)
+        mine = _epoch_of(ours.read_bytes()) if ours.is_file() else -1
+        if sent is None or mine >= _epoch_of(ray.get(sent)):
+            return
+        for file in Path(workdir).iterdir():  # Ray Train's older one: replaced, not mixed
+            if file.is_file():
+                file.unlink()
     for name, ref in initial.items():
         Path(workdir, name).write_bytes(ray.get(ref))
+
+
+def _epoch_of(last_pt: bytes) -> int:
+    """The epoch a last.pt holds (-1 when it does not load)."""
+    import io
+
+    import torch
+
+    try:
+        return int(torch.load(io.BytesIO(last_pt), weights_only=True, map_location="cpu")["epoch"])
+    except Exception:  # noqa: BLE001 - a damaged copy is never the further one
+        return -1

@@ -228,6 +228,23 @@ def holdout_metrics(
     return clean, robust
 
 
+@dataclass
+class _Loop:
+    """What one trial's training holds between epochs (built once by `_setup`)."""
+
+    model: nn.Module  # the module whose weights are checkpointed
+    eval_model: nn.Module  # what is evaluated: the EMA copy when train.ema is set
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    ema: ModelEMA | None
+    gens: dict[str, torch.Generator]  # "data": order + augmentation, "attack": attack starts
+    step: Step
+    steps_per_epoch: int
+    lr_at: Callable[[int], float]
+    rank: int
+    world: int
+
+
 def train(
     model: nn.Module,
     dataset: Any,
@@ -241,9 +258,35 @@ def train(
     `checkpoint_dir/last.pt` when present; checkpoint and call `on_epoch(record)` after
     every epoch. Trains epochs 1..train.stop_epoch (default: all) of the train.epochs
     schedule. Raises TrialFailed when the loss stops being finite."""
-    from sweeper.data import train_batches
-
     device = torch.device(device)
+    loop = _setup(model, dataset, cfg, device)
+    history, start_epoch = _resume(loop, cfg, checkpoint_dir)
+    keep_best = cfg.eval.checkpoint == "best"
+    best_epoch = best_epoch_of(history)
+    best_state = load_best(checkpoint_dir, best_epoch) if keep_best and best_epoch else None
+    main = checkpoint_dir is not None and distributed.is_main()  # every worker resumes from it
+
+    for epoch in range(start_epoch, cfg.train.trained_epochs):
+        loss_total, n_right, seconds = _train_epoch(loop, dataset, cfg, epoch, device)
+        record = _epoch_record(loop, dataset, cfg, epoch, device, loss_total, n_right, seconds)
+        history.append(record)
+        if best_epoch_of(history) != best_epoch:
+            best_epoch = epoch + 1
+            if keep_best:
+                best_state = _cpu_state(loop.eval_model)
+                if main:  # before last.pt
+                    save_best(checkpoint_dir, best_epoch, best_state)
+        if main:
+            save_checkpoint(checkpoint_dir, _checkpoint(loop, cfg, epoch, history))
+            if keep_best:
+                prune_best(checkpoint_dir, best_epoch)
+        if on_epoch is not None:
+            on_epoch(dict(record))
+    return _finish(loop, history, best_epoch, best_state if keep_best else None, keep_best)
+
+
+def _setup(model: nn.Module, dataset: Any, cfg: TrialConfig, device: torch.device) -> _Loop:
+    """The optimizer, schedule, EMA, generators and step of a trial (DDP with workers)."""
     tc, rt = cfg.train, cfg.runtime
     n_train = dataset.train_x.shape[0]
     steps_per_epoch = n_train // tc.batch_size
@@ -262,119 +305,139 @@ def train(
     # Dedicated generators on the data's device: data order + augmentation, attack starts.
     data_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    gens = {"data": data_gen, "attack": attack_gen}
     step = make_step(
         step_net, optimizer, tc, scheduler=scheduler, ema=ema, generator=attack_gen,
         bf16=rt.bf16, channels_last=rt.channels_last,
     )  # fmt: skip
-    lr_at = lr_factor(tc, steps_per_epoch)
-    eval_model = ema.module if ema is not None else model
+    return _Loop(
+        model=model, eval_model=ema.module if ema is not None else model, optimizer=optimizer,
+        scheduler=scheduler, ema=ema, gens={"data": data_gen, "attack": attack_gen}, step=step,
+        steps_per_epoch=steps_per_epoch, lr_at=lr_factor(tc, steps_per_epoch), rank=rank,
+        world=world,
+    )  # fmt: skip
 
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
+
+def _resume(
+    loop: _Loop, cfg: TrialConfig, checkpoint_dir: str | Path | None
+) -> tuple[list[dict[str, Any]], int]:
+    """(history, epochs done) from `checkpoint_dir/last.pt`, its state loaded; ([], 0) when
+    there is none (a best-epoch file left without a last.pt is removed)."""
     ckpt = load_checkpoint(checkpoint_dir)
-    if ckpt is not None:
-        if ckpt.get("trial_id") != cfg.trial_id:
-            raise ConfigError(
-                f"{Path(checkpoint_dir or '.') / 'last.pt'} belongs to trial "
-                f"{ckpt.get('trial_id')}, not {cfg.trial_id}; use another checkpoint directory"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        set_rng_state(gens, ckpt["rng"])
-        history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
-    elif checkpoint_dir is not None and distributed.is_main():
-        prune_best(checkpoint_dir, None)  # no last.pt: any best file is an orphan
-    keep_best = cfg.eval.checkpoint == "best"
-    best_epoch = best_epoch_of(history)
-    best_state = load_best(checkpoint_dir, best_epoch) if keep_best and best_epoch else None
+    if ckpt is None:
+        if checkpoint_dir is not None and distributed.is_main():
+            prune_best(checkpoint_dir, None)  # no last.pt: any best file is an orphan
+        return [], 0
+    if ckpt.get("trial_id") != cfg.trial_id:
+        raise ConfigError(
+            f"{Path(checkpoint_dir or '.') / 'last.pt'} belongs to trial "
+            f"{ckpt.get('trial_id')}, not {cfg.trial_id}; use another checkpoint directory"
+        )
+    loop.model.load_state_dict(ckpt["model"])
+    loop.optimizer.load_state_dict(ckpt["optimizer"])
+    loop.scheduler.load_state_dict(ckpt["scheduler"])
+    if loop.ema is not None:
+        loop.ema.load_state_dict(ckpt["ema"])
+    set_rng_state(loop.gens, ckpt["rng"])
+    return list(ckpt["history"]), int(ckpt["epoch"])
 
-    for epoch in range(start_epoch, tc.trained_epochs):
-        t0 = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        batches = train_batches(
-            dataset.train_x, dataset.train_y, tc.batch_size, augment=cfg.data.augment,
-            rotate_degrees=cfg.data.rotate_degrees, generator=data_gen,
-        )  # fmt: skip
-        if world > 1:  # each worker trains on its slice of the same global batches
-            attack_gen.manual_seed(distributed.stream_seed(cfg.seed + 1, epoch, rank))
-            batches = distributed.local_slices(batches)
-        for x, y in batches:
-            loss, n_correct = step(x, y)
-            loss_sum += loss
-            correct += n_correct
-        if world > 1:  # the mean loss and correct count of the global batches
-            loss_sum = distributed.all_sum(loss_sum) / world
-            distributed.all_sum(correct)
-        loss_total, n_right = loss_sum.item(), correct.item()  # the epoch's one host sync
-        if not math.isfinite(loss_total):
-            raise TrialFailed(f"diverged: non-finite loss at epoch {epoch + 1}")
-        seconds = time.perf_counter() - t0
 
-        t1 = time.perf_counter()
-        if world > 1:  # one model on every worker: to check, checkpoint and evaluate
-            distributed.average_norm_statistics(model, *([ema.module] if ema else []))
-            distributed.check_replicas_agree(model, what=f"epoch {epoch + 1}")
-        eval_model.eval()
-        holdout_gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-        clean, robust = holdout_metrics(
-            eval_model, dataset.holdout_x, dataset.holdout_y, cfg,
-            generator=holdout_gen, bf16=rt.bf16,
-        )  # fmt: skip
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_total / steps_per_epoch,
-            "train_acc": n_right / (steps_per_epoch * tc.batch_size),
-            "lr": tc.lr * lr_at((epoch + 1) * steps_per_epoch - 1),  # of the epoch's last step
-            "holdout_clean_acc": clean,
-            "holdout_pgd_acc": robust,
-            "seconds": seconds,
-            "holdout_seconds": time.perf_counter() - t1,
-        }
-        history.append(record)
-        if best_epoch_of(history) != best_epoch:
-            best_epoch = epoch + 1
-            if keep_best:
-                best_state = {k: v.detach().to("cpu", copy=True)
-                              for k, v in eval_model.state_dict().items()}  # fmt: skip
-                if checkpoint_dir is not None and distributed.is_main():  # before last.pt
-                    save_best(checkpoint_dir, best_epoch, best_state)
-        if checkpoint_dir is not None and distributed.is_main():  # every worker resumes from it
-            save_checkpoint(
-                checkpoint_dir,
-                {
-                    "trial_id": cfg.trial_id,
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "rng": rng_state(gens),
-                    "history": history,
-                },
-            )
-            if keep_best:
-                prune_best(checkpoint_dir, best_epoch)
-        if on_epoch is not None:
-            on_epoch(dict(record))
+def _train_epoch(
+    loop: _Loop, dataset: Any, cfg: TrialConfig, epoch: int, device: torch.device
+) -> tuple[float, int, float]:
+    """One pass over the training set: (loss sum over the steps, correct count, seconds).
+    Raises TrialFailed when the loss is not finite."""
+    from sweeper.data import train_batches
 
+    tc = cfg.train
+    t0 = time.perf_counter()
+    loop.model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    batches = train_batches(
+        dataset.train_x, dataset.train_y, tc.batch_size, augment=cfg.data.augment,
+        rotate_degrees=cfg.data.rotate_degrees, generator=loop.gens["data"],
+    )  # fmt: skip
+    if loop.world > 1:  # each worker trains on its slice of the same global batches
+        loop.gens["attack"].manual_seed(distributed.stream_seed(cfg.seed + 1, epoch, loop.rank))
+        batches = distributed.local_slices(batches)
+    for x, y in batches:
+        loss, n_correct = loop.step(x, y)
+        loss_sum += loss
+        correct += n_correct
+    if loop.world > 1:  # the mean loss and correct count of the global batches
+        loss_sum = distributed.all_sum(loss_sum) / loop.world
+        distributed.all_sum(correct)
+    loss_total, n_right = loss_sum.item(), correct.item()  # the epoch's one host sync
+    if not math.isfinite(loss_total):
+        raise TrialFailed(f"diverged: non-finite loss at epoch {epoch + 1}")
+    return loss_total, n_right, time.perf_counter() - t0
+
+
+def _epoch_record(
+    loop: _Loop, dataset: Any, cfg: TrialConfig, epoch: int, device: torch.device,
+    loss_total: float, n_right: int, seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The epoch's history record: training loss and accuracy, lr, holdout accuracies."""
+    tc = cfg.train
+    t1 = time.perf_counter()
+    if loop.world > 1:  # one model on every worker: to check, checkpoint and evaluate
+        distributed.average_norm_statistics(loop.model, *([loop.ema.module] if loop.ema else []))
+        distributed.check_replicas_agree(loop.model, what=f"epoch {epoch + 1}")
+    loop.eval_model.eval()
+    holdout_gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
+    clean, robust = holdout_metrics(
+        loop.eval_model, dataset.holdout_x, dataset.holdout_y, cfg,
+        generator=holdout_gen, bf16=cfg.runtime.bf16,
+    )  # fmt: skip
+    steps = loop.steps_per_epoch
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_total / steps,
+        "train_acc": n_right / (steps * tc.batch_size),
+        "lr": tc.lr * loop.lr_at((epoch + 1) * steps - 1),  # of the epoch's last step
+        "holdout_clean_acc": clean,
+        "holdout_pgd_acc": robust,
+        "seconds": seconds,
+        "holdout_seconds": time.perf_counter() - t1,
+    }
+
+
+def _checkpoint(
+    loop: _Loop, cfg: TrialConfig, epoch: int, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What last.pt holds after `epoch`: everything a resume needs to go on bit for bit."""
+    return {
+        "trial_id": cfg.trial_id,
+        "epoch": epoch + 1,
+        "model": loop.model.state_dict(),
+        "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict(),
+        "ema": loop.ema.state_dict() if loop.ema is not None else None,
+        "rng": rng_state(loop.gens),
+        "history": history,
+    }
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _finish(
+    loop: _Loop, history: list[dict[str, Any]], best_epoch: int | None,
+    best_state: dict[str, Tensor] | None, keep_best: bool,
+) -> TrainResult:  # fmt: skip
+    """The model to evaluate: with eval.checkpoint=best, the best epoch's weights loaded
+    (the end of training's kept as last_state)."""
     last_state = None
     if keep_best:
         if best_state is None:
             raise TrialFailed("eval.checkpoint best: no epoch had a holdout PGD accuracy")
-        last_state = {
-            k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()
-        }
-        eval_model.load_state_dict(best_state)
-    model.eval()
-    eval_model.eval()
+        last_state = _cpu_state(loop.eval_model)
+        loop.eval_model.load_state_dict(best_state)
+    loop.model.eval()
+    loop.eval_model.eval()
     seconds = sum(r["seconds"] + r["holdout_seconds"] for r in history)
     return TrainResult(
-        model=eval_model, history=history, seconds=seconds, best_epoch=best_epoch,
+        model=loop.eval_model, history=history, seconds=seconds, best_epoch=best_epoch,
         best_state=best_state, last_state=last_state,
     )  # fmt: skip

@@ -16,8 +16,8 @@ import pandas as pd
 
 from sweeper import results
 from sweeper.config import TrialConfig
+from sweeper.economics.match import identity_leaves, match_keys, studies
 from sweeper.errors import SweeperError
-from sweeper.results.match import identity_leaves, match_keys, studies
 
 
 def stratified(values: np.ndarray, k: int, seed: int = 0) -> list[int]:

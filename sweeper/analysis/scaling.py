@@ -279,6 +279,16 @@ def _fit(
             f"shares {lo:.2f}-{hi:.2f}: accuracy only rises towards one end"
         )
     boot = _bootstrap(pts, groups, len(budgets), n_boot, rng)
+    opt.interior = _judge_curvature(opt, boot, vertex, interior, n_boot)
+    return opt
+
+
+def _judge_curvature(
+    opt: Optimum, boot: np.ndarray, vertex: float, interior: bool, n_boot: int
+) -> bool:
+    """With the bootstrap's coefficients: is the interior maximum real (the curvature
+    significant)? Sets the optimum's depth share and its interval; returns `interior`."""
+    lo, hi = opt.share_range
     opt.boot_coef = boot
     if len(boot):
         inside = [v for v, ok in (_vertex(a, b, lo, hi) for a, b in boot[:, :2]) if ok]
@@ -298,8 +308,7 @@ def _fit(
             opt.ci_low, opt.ci_high = (float(q) for q in np.percentile(maxima, [2.5, 97.5]))
     elif interior:
         opt.depth_share = vertex
-    opt.interior = interior
-    return opt
+    return interior
 
 
 def _bootstrap(

@@ -2,7 +2,7 @@
 architecture of each cell, for ordering a big grid and saying what it concludes so far.
 
 Features are the cells' identity values that vary across the grid, minus the seed
-(`sweeper.results.match.identity_leaves`: per-stage lists become one value per stage): numbers
+(`sweeper.economics.match.identity_leaves`: per-stage lists become one value per stage): numbers
 enter as they are, or as logs when all positive (depths, widths and budgets act on a
 ratio scale), strings one-hot; all standardised over the whole grid. The model is a GP
 with a constant x Matern-5/2 kernel, one length scale per feature (irrelevant features
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sweeper.analysis.tables import fmt_value
+from sweeper.results.columns import fmt_value
 
 MIN_FIT = 3  # observations before a GP is fitted at all
 

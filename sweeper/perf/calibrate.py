@@ -1,6 +1,6 @@
 """How fast the attack-and-train step runs on this device, and GPU-hours estimated from it.
 
-`sweeper calibrate` times (with sweeper.perf) sweeper's own TRADES-10 training step and PGD-20
+`sweeper calibrate` times (with perf.timing) sweeper's own TRADES-10 training step and PGD-20
 evaluation for a few model sizes and stores the images/s in a JSON file per device.
 `estimate_gpu_hours` turns a list of trials into hours with it, so `sweeper run --dry-run` can
 say what a sweep costs.
@@ -17,7 +17,7 @@ A calibration stores the measured rate in F-units per second as a function of MA
 log-log line through the measured models), so any method and step count can be estimated.
 
 Multi-worker trials (runtime.workers = N): `sweeper calibrate --workers N` also times the
-N-worker training step (DDP over N local GPUs, sweeper.perf.data_parallel_timing), and a trial
+N-worker training step (DDP over N local GPUs, timing.data_parallel_timing), and a trial
 of N workers is estimated from that rate; without it, from N times the one-GPU rate (perfect
 scaling, an upper bound on speed). Evaluation and the per-epoch holdout check shard the points
 with no communication: N times the one-GPU rate. A trial's GPU-hours are its wall-clock hours
@@ -40,7 +40,7 @@ import torch
 from sweeper.config import RuntimeConfig, TrialConfig
 from sweeper.errors import SweeperError
 from sweeper.models.spec import ArchSpec
-from sweeper.perf import (
+from sweeper.perf.timing import (
     data_parallel_timing,
     device_name,
     resolve_device,

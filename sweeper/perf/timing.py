@@ -1,6 +1,6 @@
 """Timing sweeper's own training and attack steps on a device: images/s, peak memory, MFU peaks.
 
-Shared by `sweeper calibrate` (sweeper.calibrate) and bench/throughput.py, so both time the same
+Shared by `sweeper calibrate` (perf.calibrate) and bench/throughput.py, so both time the same
 step the same way: warm-up first, the device synchronised around the timed loop.
 """
 
@@ -169,16 +169,9 @@ def sweeper_timing(
     multi-worker trial, DDP on this worker's slice of every global batch of `batch_size`; the
     images counted are the global batches'."""
     from sweeper import distributed
-    from sweeper.attacks import pgd
     from sweeper.data import train_batches
     from sweeper.models import build
-    from sweeper.training import (
-        autocast,
-        build_optimizer,
-        build_scheduler,
-        make_step,
-        prepare_model,
-    )
+    from sweeper.training import prepare_model
 
     torch.manual_seed(0)
     module = build(spec)
@@ -195,38 +188,62 @@ def sweeper_timing(
         model = distributed.data_parallel(model, device)
     outputs: list[torch.Tensor] = []  # kept on the device: no per-step synchronisation
     if method == "pgd20-eval":
-        module.eval()
-        bf16 = runtime.bf16 and not runtime.eval_fp32
-
-        def step() -> None:
-            xb, yb = next(batches)
-            with autocast(device, bf16):
-                x_adv = pgd(model, xb, yb, eps=8 / 255, step_size=0.8 / 255, steps=20)
-                with torch.no_grad():
-                    outputs.append((model(x_adv).argmax(1) == yb).sum())
-
+        step = _eval_step(module, model, batches, outputs, runtime, device)
     else:
-        train = TrainConfig(method=method, steps=10, batch_size=batch_size)
-        optimizer = build_optimizer(module, train, device)
-        step_fn = make_step(
-            model,
-            optimizer,
-            train,
-            scheduler=build_scheduler(optimizer, train, n // batch_size),
-            generator=generator,
-            bf16=runtime.bf16,
-            channels_last=runtime.channels_last,
-        )
-
-        def step() -> None:
-            outputs.append(step_fn(*next(batches))[0])
-
+        step = _train_step(method, module, model, batches, outputs, runtime, device,
+                           batch_size=batch_size, total_steps=n // batch_size,
+                           generator=generator)  # fmt: skip
     timing = time_steps(
         step, batch_size=batch_size, steps=steps, warmup=warmup, device=device, ready=ready
     )
     if not all(math.isfinite(float(v)) for v in outputs):
         raise SweeperError(f"non-finite loss while timing {method} on {device}")
     return timing
+
+
+def _eval_step(module: torch.nn.Module, model: Any, batches: Iterator[Any],
+               outputs: list[torch.Tensor], runtime: RuntimeConfig,
+               device: torch.device) -> Callable[[], None]:  # fmt: skip
+    """One evaluation batch: PGD-20 (0.8/255 steps in 8/255) and the final forward."""
+    from sweeper.attacks import pgd
+    from sweeper.training import autocast
+
+    module.eval()
+    bf16 = runtime.bf16 and not runtime.eval_fp32
+
+    def step() -> None:
+        xb, yb = next(batches)
+        with autocast(device, bf16):
+            x_adv = pgd(model, xb, yb, eps=8 / 255, step_size=0.8 / 255, steps=20)
+            with torch.no_grad():
+                outputs.append((model(x_adv).argmax(1) == yb).sum())
+
+    return step
+
+
+def _train_step(method: str, module: torch.nn.Module, model: Any, batches: Iterator[Any],
+                outputs: list[torch.Tensor], runtime: RuntimeConfig, device: torch.device, *,
+                batch_size: int, total_steps: int,
+                generator: torch.Generator) -> Callable[[], None]:  # fmt: skip
+    """One training batch: sweeper.training's step of `method` with a 10-step attack."""
+    from sweeper.training import build_optimizer, build_scheduler, make_step
+
+    train = TrainConfig(method=method, steps=10, batch_size=batch_size)
+    optimizer = build_optimizer(module, train, device)
+    step_fn = make_step(
+        model,
+        optimizer,
+        train,
+        scheduler=build_scheduler(optimizer, train, total_steps),
+        generator=generator,
+        bf16=runtime.bf16,
+        channels_last=runtime.channels_last,
+    )
+
+    def step() -> None:
+        outputs.append(step_fn(*next(batches))[0])
+
+    return step
 
 
 # ---------------------------------------------------------------------------------------------

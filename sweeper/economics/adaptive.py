@@ -4,7 +4,7 @@ The choice rule (no Ray here; `sweeper.sweep.adaptive_search` wraps it as a Tune
 - First a space-filling start: while fewer than `initial` cells are finished or running,
   the next cell is the one farthest (in standardised features) from every cell already
   run or running, starting at the grid's centre.
-- Then a Gaussian-process surrogate (`sweeper.analysis.surrogate`) of the metric, refitted
+- Then a Gaussian-process surrogate (`sweeper.economics.surrogate`) of the metric, refitted
   as rows arrive, scores every pending cell by the probability that its true value beats
   the surrogate's current predicted best, i.e. that running it changes the conclusion
   "this is the best network". That probability is high near the predicted best (the best
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from sweeper.analysis.surrogate import (
+from sweeper.economics.surrogate import (
     MIN_FIT,
     Surrogate,
     cells_from_leaves,
@@ -122,7 +122,7 @@ class AdaptiveOrder:
     # --- what a stop now would conclude ----------------------------------------------------
     def summary(self, *, samples: int = 500, bags: int = 10) -> dict[str, Any]:
         """Cells run, the surrogate's cross-validated rank correlation and its predicted
-        conclusion with probabilities (`sweeper.analysis.surrogate.conclusion`: pooled over
+        conclusion with probabilities (`sweeper.economics.surrogate.conclusion`: pooled over
         a bootstrap ensemble of GPs); only counts before a GP can be fitted."""
         out: dict[str, Any] = {
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
