@@ -137,15 +137,36 @@ def _gaussian(image: Any, *args: Any, multichannel: bool | None = None, **kwargs
     return gaussian(image, *args, **kwargs)
 
 
+class _SkimageSeeded(types.ModuleType):
+    """skimage as imagecorruptions sees it: util.random_noise (impulse noise) draws from a
+    generator seeded by numpy's global RNG, which `corrupt` seeds (skimage's own default
+    generator is unseeded, so impulse noise was not reproducible)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import skimage
+
+        if name == "util":
+            return types.SimpleNamespace(random_noise=_random_noise)
+        return getattr(skimage, name)
+
+
+def _random_noise(image: Any, **kwargs: Any) -> Any:
+    from skimage.util import random_noise
+
+    kwargs.setdefault("rng", np.random.randint(2**31))
+    return random_noise(image, **kwargs)
+
+
 def _resource_filename(module: str, name: str) -> str:
     """pkg_resources.resource_filename for a module: `name` next to its file."""
     return str(Path(sys.modules[module].__file__).parent / name)
 
 
 def _imagecorruptions() -> Any:
-    """imagecorruptions, imported with three compatibility patches local to it: its import of
-    pkg_resources (absent from setuptools 81 on), np.float_ (fog) and scikit-image's removed
-    `multichannel` keyword (glass blur). The corruption code itself is unchanged."""
+    """imagecorruptions, imported with patches local to it: its import of pkg_resources
+    (absent from setuptools 81 on), np.float_ (fog), scikit-image's removed `multichannel`
+    keyword (glass blur), and a seeded generator for skimage's random_noise (impulse
+    noise). The corruption code itself is unchanged."""
     if "pkg_resources" not in sys.modules:
         try:
             import pkg_resources  # noqa: F401
@@ -159,6 +180,7 @@ def _imagecorruptions() -> Any:
     if not isinstance(corruptions.np, _NumpyWithFloat_):
         corruptions.np = _NumpyWithFloat_("numpy")
         corruptions.gaussian = _gaussian
+        corruptions.sk = _SkimageSeeded("skimage")
     if not hasattr(imagecorruptions, "__version__"):
         from importlib.metadata import version
 

@@ -136,6 +136,12 @@ def trial(
                 f"CW-{row['cw_steps']} {_fraction(row['cw_acc'], row['cw_n'])}  "
                 f"AA {_fraction(row['aa_acc'], row['aa_n'])}"
             )
+            if row.get("l2_eps") is not None or row.get("corruption_acc") is not None:
+                out.print(  # the other threat models (eval.threats)
+                    f"L2 {row['l2_eps']}: PGD {_fraction(row['l2_pgd_acc'], row['l2_pgd_n'])}  "
+                    f"AA {_fraction(row['l2_aa_acc'], row['l2_aa_n'])}  corruptions "
+                    f"{_fraction(row['corruption_acc'], row['corruption_n'])}"
+                )
             out.print(
                 f"params {row['params']:,}  MACs {row['macs']:,}  train "
                 f"{row['train_seconds']:.1f}s  eval {row['eval_seconds']:.1f}s  on {row['device']}"
