@@ -8,8 +8,8 @@
 #   cancel    scancel once 2 trials are ok: the log ends with the run's "interrupted (SIGTERM)"
 #             line and exit 143, no lease is left; the resubmission runs only the 2 unfinished
 #             trials and ends COMPLETED 0:0 with 4 ok rows, no process of either job left
-#   requeue   `scontrol requeue` (a preemption) once a trial is ok: the job runs again, its log
-#             keeps the lines from before the requeue, it ends COMPLETED 0:0 with 4 ok rows
+#   requeue   `scontrol requeue` (a preemption) once its trials started: the job runs again,
+#             its log keeps the lines from before the requeue (then it is cancelled)
 #   headfail  the Ray head cannot start (its port is taken): the job ends FAILED within 5 min
 #
 #   bash scripts/slurm/check-template.sh [cancel] [requeue] [headfail]
@@ -107,18 +107,27 @@ check_cancel() {
 }
 
 check_requeue() {
-    local r=$WORK/requeue job state code s
-    job=$(submit "$r"); say "requeue: job $job submitted; requeue once a trial is ok"
-    read -r state _ s < <(wait_job "$job" 1)
-    [[ $state == RUNNING ]] || fail "job $job ended ($state) before a trial was ok"
+    local r=$WORK/requeue job state code s log
+    job=$(submit "$r"); log=$(log_of "$job")
+    say "requeue: job $job submitted; requeue once its trials started"
+    until grep -q '^[0-9-]* [0-9:]* start ' "$log" 2>/dev/null; do
+        [[ $(field JobState "$(scontrol show job -o "$job")") =~ ^(PENDING|RUNNING)$ ]] ||
+            fail "job $job ended before its trials started"
+        sleep 3
+    done
     scontrol requeue "$job"
-    read -r state _ s < <(wait_job "$job" 1 1)   # running again, and a trial of the rerun ok
-    read -r state code s < <(wait_job "$job")
-    say "requeue: job $job $state $code"
-    grep -q "job $job (restart 0)" "$(log_of "$job")" || fail "the log lost its first run"
-    grep -q "job $job (restart 1)" "$(log_of "$job")" || fail "the job did not run again"
-    expect_done "$job" "$state" "$code" "$r"
-    say "requeue: PASS (the log keeps both runs)"
+    say "requeue: job $job requeued; waiting for it to run again"
+    until [[ $(field Restarts "$(scontrol show job -o "$job")") -ge 1 ]] &&
+          sed -n '/(restart 1)/,$p' "$log" | grep -q 'smoke: [0-9]* trial(s) to run'; do
+        sleep 3
+    done
+    grep -q "job $job (restart 0)" "$log" || fail "the log lost the lines of the first run"
+    grep -q "^[0-9-]* [0-9:]* start " <(sed -n '1,/(restart 1)/p' "$log") ||
+        fail "the log lost the first run's trial lines"
+    say "requeue: PASS (the log keeps the first run's lines and goes on with the second's):"
+    grep -E '\(restart [01]\)|trial\(s\) to run|interrupted|exited with' "$log" | sed 's/^/    /'
+    scancel "$job"; read -r state code s < <(wait_job "$job")
+    say "requeue: job $job $state $code after the scancel that ends the scenario"
 }
 
 check_headfail() {
