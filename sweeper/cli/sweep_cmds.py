@@ -203,7 +203,8 @@ def _gpu_hours(configs: list[Any]) -> dict[str, Any]:
     hours = estimate["gpu_hours"]
     if hours is None or not math.isfinite(hours):
         return {"gpu_hours": None, "note": estimate.get("note", "no GPU-hour estimate")}
-    return {**estimate, "gpu_hours": round(float(hours), 2)}
+    # three significant digits: a small sweep (digits) costs minutes, not "0.0" hours
+    return {**estimate, "gpu_hours": float(f"{hours:.3g}")}
 
 
 def _power(plan: Any, source: str | None) -> dict[str, Any]:
@@ -245,7 +246,7 @@ def _print_plan(plan: Any, as_json: bool, spread_from: str | None = None) -> Non
         console.print(f"optuna search: {info['search']}", soft_wrap=True)
     if info["gpu_hours"] is not None:
         src = info["gpu_hours_from"]
-        console.print(f"estimated GPU hours: {info['gpu_hours']:,.2f} (from a {src['mode']} "
+        console.print(f"estimated GPU hours: {info['gpu_hours']:,} (from a {src['mode']} "
                       f"calibration on {src['device']}, {src['date']}: {src['path']})",
                       highlight=False, markup=False, soft_wrap=True)  # fmt: skip
     else:
