@@ -4,7 +4,9 @@ All Ray imports of the package live here and in `sweeper.sweep.progress`. The tr
 writes its trial's row from the worker as soon as the trial ends, so a killed driver
 loses only the trials that were running; the next run skips every trial_id with a row.
 Per-epoch checkpoints go through `tune.report` so that FailureConfig retries a
-preempted trial from its last epoch. Ray's own experiment files live in
+preempted trial from its last epoch. Rows land in the sweep's row log; the driver folds the
+log into the sweep's table (`results.compact`) at the start of a run (healing one that was
+killed), as trials end, and at the end. Ray's own experiment files live in
 RESULTS/<sweep>/_ray/<run-name>/ (readers skip `_` names). Around the run: one driver per
 sweep (`sweeper.results.Lease`), a shared-storage check on multi-node clusters
 (`sweeper.sweep.storage`), and the run's outcome (failed trials, trials left unfinished by
@@ -330,6 +332,7 @@ def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None 
     """
     t0 = time.monotonic()
     with results.Lease(sweep_uri_of(space, options.results)) as lease:
+        results.compact(sweep_uri_of(space, options.results))  # what a killed run left
         plan = make_plan(space, options.results, retry_failed=options.retry_failed, select=select)
         from sweeper.sweep.checkpoints import drop_finished
 
@@ -349,6 +352,7 @@ def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None 
                 import ray
 
                 ray.shutdown()
+        results.compact(plan.sweep_uri)
     if lease.lost:
         holder = lease.taken_by.describe() if lease.taken_by else "unknown"
         raise SweeperError(f"{plan.sweep_uri}: another driver took this sweep over ({holder}); "
@@ -424,7 +428,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
         name=f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{os.getpid()}",
         verbose=0,
         progress_reporter=None,
-        callbacks=[progress],
+        callbacks=[progress, _compactor(plan.sweep_uri)],
         stop=_lease_stopper(lease) if lease is not None else None,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
@@ -440,6 +444,41 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     if len(progress.finished) >= plan.budget:
         drop_checkpoints(fs, f"{base}/_ray/{run_config.name}")
     return progress
+
+
+COMPACT_EVERY_S = 5.0  # at least; and never more than a tenth of the driver's time
+
+
+def _compactor(sweep_uri: str) -> Any:
+    """A Tune callback that folds the row log into the sweep's table as trials end, so that
+    plain readers of a running sweep see its finished trials: at most every COMPACT_EVERY_S,
+    and spaced by ten times the last compaction's duration (a table of many rows takes
+    longer to rewrite: the cost stays linear in the rows)."""
+    from ray import tune
+
+    class Compactor(tune.Callback):
+        def __init__(self) -> None:
+            self.due = 0.0
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._maybe()
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._maybe()
+
+        def _maybe(self) -> None:
+            start = time.monotonic()
+            if start < self.due:
+                return
+            try:
+                results.compact(sweep_uri)
+            except (SweeperError, OSError) as err:  # the run goes on; its end compacts again
+                logging.getLogger(__name__).warning("compaction of %s: %s", sweep_uri,
+                                                    first_line(err))  # fmt: skip
+            spent = time.monotonic() - start
+            self.due = time.monotonic() + max(COMPACT_EVERY_S, 10 * spent)
+
+    return Compactor()
 
 
 def _lease_stopper(lease: results.Lease) -> Any:
