@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -25,7 +26,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError
-from sweeper.results.columns import with_varying
 from sweeper.results.listing import Entry
 from sweeper.results.rows import (
     LOG_DIR,
@@ -41,6 +41,33 @@ from sweeper.results.rows import (
 )
 
 log = logging.getLogger(__name__)
+COMPACT_EVERY_S = 5.0  # at least this far apart while a run goes on
+SPACING = 10  # and ten times the last compaction's duration: at most a tenth of the time
+
+
+class Compactor:
+    """The driver's compactions while a run goes on: one after a trial ends when the last is
+    COMPACT_EVERY_S old and SPACING times its own duration ago, so a table of many rows
+    (slower to rewrite) is rewritten less often and the cost stays linear in the rows."""
+
+    def __init__(self, uri: str, kind: Kind = ROWS) -> None:
+        self.uri, self.kind = uri, kind
+        self.due = 0.0
+
+    def maybe(self) -> int:
+        """Compact if due; returns the row files folded. A failure is logged, not raised:
+        the run goes on, and its end compacts again (and raises)."""
+        start = time.monotonic()
+        if start < self.due:
+            return 0
+        try:
+            folded = compact(self.uri, self.kind)
+        except (SweeperError, OSError) as err:
+            log.warning("compaction of %s: %s", self.uri, str(err).splitlines()[0])
+            folded = 0
+        spent = time.monotonic() - start
+        self.due = time.monotonic() + max(COMPACT_EVERY_S, SPACING * spent)
+        return folded
 
 
 def compact(uri: str, kind: Kind = ROWS) -> int:
@@ -50,11 +77,11 @@ def compact(uri: str, kind: Kind = ROWS) -> int:
     folder = table_folder(fs, path)
     if folder is None:
         return 0
-    merged = read_folder(fs, folder, kind, None)  # a trial's second row: refused, nothing moved
+    merged = read_folder(fs, folder, kind, None, varying=True)  # 2 rows of a trial: refused
     if _migrate(fs, folder, kind):
         folder = table_folder(fs, path, force=True)
         assert folder is not None
-        merged = read_folder(fs, folder, kind, None)
+        merged = read_folder(fs, folder, kind, None, varying=True)
     strays = [e for e in folder.table if e.path != f"{path}/{TABLE_FILE}"]
     if strays:
         raise SweeperError(
@@ -64,7 +91,7 @@ def compact(uri: str, kind: Kind = ROWS) -> int:
     if not folder.log:
         return 0
     if kind.sweep_named:
-        merged = _ordered(with_varying(merged))
+        merged = _ordered(merged)
     crash_point("compact-read")
 
     def write(stream: Any) -> None:

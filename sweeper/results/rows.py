@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError, first_line
-from sweeper.results.columns import extra_columns, with_varying
+from sweeper.results.columns import aligned, complete, extra_columns, with_varying
 from sweeper.results.listing import Entry, entries, linked
 from sweeper.schema import COLUMNS, SCHEMA, check_row
 
@@ -215,11 +215,31 @@ def read_table(uri: str, columns: list[str] | None = None, *, kind: Kind = ROWS)
         raise SweeperError(f"{uri}: cannot read result rows: {first_line(err)}") from None
     extra = [c for c in _checked(kind) if columns is not None and c not in columns]
     wanted = None if columns is None else [*columns, *extra]
-    tables = [read_folder(fs, f, kind, wanted, named=info.type != pafs.FileType.File)
-              for f in folders]  # fmt: skip
+    named = info.type != pafs.FileType.File
+    tables = [_read_settled(fs, f, kind, wanted, named) for f in folders]
     tables = [t for t in tables if t.num_rows] or [_empty(kind, wanted)]
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    if kind.sweep_named and columns is None:
+        tables = aligned(tables) if named else [with_varying(t) for t in tables]
+    table = _concat(tables) if len(tables) > 1 else tables[0]
     return table if columns is None else table.select(columns)
+
+
+def _read_settled(fs: pafs.FileSystem, folder: Folder, kind: Kind, columns: list[str] | None,
+                  named: bool) -> pa.Table:  # fmt: skip
+    """`read_folder`, listed again when a file listed is gone by the time it is read: the
+    driver compacted meanwhile (the rows are in the new table; the log files were cleared)."""
+    for _ in range(READ_TRIES - 1 if named else 0):
+        try:
+            return read_folder(fs, folder, kind, columns, named=named, varying=named)
+        except SweeperError:
+            if all(fs.get_file_info(e.path).type == pafs.FileType.File
+                   for e in (*folder.table, *folder.log)):  # fmt: skip
+                raise  # a real error, not a compaction under way
+        folder = table_folder(fs, folder.path, force=True) or folder
+    return read_folder(fs, folder, kind, columns, named=named, varying=named)
+
+
+READ_TRIES = 5
 
 
 def _checked(kind: Kind) -> list[str]:
@@ -233,9 +253,12 @@ def _empty(kind: Kind, columns: list[str] | None) -> pa.Table:
 
 
 def read_folder(fs: pafs.FileSystem, folder: Folder, kind: Kind, columns: list[str] | None,
-                *, named: bool = True) -> pa.Table:  # fmt: skip
+                *, named: bool = True, varying: bool = False) -> pa.Table:  # fmt: skip
     """The folder's rows: its table's, each replaced by the log's row of the same key, then
-    the log's new ones. `named`: refuse rows of another sweep than the folder's name."""
+    the log's new ones. `named`: refuse rows of another sweep than the folder's name.
+    `varying`: with a column for every config key that varies among the rows (training
+    rows, every column read), parsing the configs of the log's rows only
+    (sweeper.results.columns.complete)."""
     table, table_files = _read_files(fs, folder, folder.table, kind, columns)
     log, log_files = _read_files(fs, folder, folder.log, kind, columns)
     table_keys, log_keys = _keys(table, kind), _keys(log, kind)
@@ -248,8 +271,15 @@ def read_folder(fs: pafs.FileSystem, folder: Folder, kind: Kind, columns: list[s
         replaced = pc.is_in(table_keys, value_set=log_keys)
         _check_replaced(folder, table_keys, replaced, table_files, log_keys, log_files)
         table = table.filter(pc.invert(replaced))
-        table = pa.concat_tables([table, log], promote_options="permissive")
-    return table
+    if varying and kind.sweep_named and columns is None:
+        if [e.base_name for e in folder.table] in ([TABLE_FILE], []):
+            return complete(table, log)  # the table's columns were completed when compacted
+        return complete(kind.schema.empty_table(), _concat([table, log]))  # an older layout
+    return _concat([table, log]) if log.num_rows else table
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def _check_replaced(folder: Folder, keys: pa.Array, replaced: pa.Array, sources: list[str],
@@ -350,7 +380,7 @@ def read(uri: str) -> pd.DataFrame:
     """The rows as a DataFrame: one row per trial, the fixed columns, then a column for every
     config key that varies within a sweep (`train.beta`); empty with the fixed columns if
     there are no rows."""
-    return with_varying(read_table(uri)).to_pandas()
+    return read_table(uri).to_pandas()
 
 
 def status_by_id(sweep_uri: str) -> dict[str, str]:

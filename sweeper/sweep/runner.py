@@ -446,39 +446,25 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     return progress
 
 
-COMPACT_EVERY_S = 5.0  # at least; and never more than a tenth of the driver's time
-
-
 def _compactor(sweep_uri: str) -> Any:
     """A Tune callback that folds the row log into the sweep's table as trials end, so that
-    plain readers of a running sweep see its finished trials: at most every COMPACT_EVERY_S,
-    and spaced by ten times the last compaction's duration (a table of many rows takes
-    longer to rewrite: the cost stays linear in the rows)."""
+    plain readers of a running sweep see its finished trials (spaced as
+    `results.compaction.Compactor` says)."""
     from ray import tune
 
-    class Compactor(tune.Callback):
+    from sweeper.results.compaction import Compactor
+
+    class CompactAsTrialsEnd(tune.Callback):
         def __init__(self) -> None:
-            self.due = 0.0
+            self.compactor = Compactor(sweep_uri)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._maybe()
+            self.compactor.maybe()
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._maybe()
+            self.compactor.maybe()
 
-        def _maybe(self) -> None:
-            start = time.monotonic()
-            if start < self.due:
-                return
-            try:
-                results.compact(sweep_uri)
-            except (SweeperError, OSError) as err:  # the run goes on; its end compacts again
-                logging.getLogger(__name__).warning("compaction of %s: %s", sweep_uri,
-                                                    first_line(err))  # fmt: skip
-            spent = time.monotonic() - start
-            self.due = time.monotonic() + max(COMPACT_EVERY_S, 10 * spent)
-
-    return Compactor()
+    return CompactAsTrialsEnd()
 
 
 def _lease_stopper(lease: results.Lease) -> Any:
