@@ -9,8 +9,8 @@ fsync included, and the compactions a run would make meanwhile), `compactions`,
 `pandas_peak_mib` (`pd.read_parquet(RESULTS/<sweep>)` in a fresh process: its time, and the
 process's peak RSS, interpreter and imports included), `sweeper_read_s`, `status_s` (the
 `sweeper status --json` command in a process that imported sweeper already) and
-`status_cmd_s` (the whole command, interpreter start and imports, torch's included). Targets at 20,000 rows (issue 19): pandas < 1 s and
-< 1 GiB peak, `sweeper status` < 2 s.
+`status_cmd_s` (the whole command, interpreter start and imports, torch's included).
+Targets at 20,000 rows (issue 19): pandas < 1 s and < 1 GiB peak, `sweeper status` < 2 s.
 """
 
 from __future__ import annotations
