@@ -95,8 +95,9 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
         cwd, default = driver_dirs
         adopt_data_dir(default)
         config = anchor_data_dir(config, cwd)
-    previous = results.read_row(sweep_uri, config.trial_id)
-    if previous is not None and previous["status"] == "ok":  # e.g. Optuna suggested it again
+    # a grid cell is in the plan because it has no ok row; a search may suggest a point again
+    previous = None if PARAM in params else results.read_row(sweep_uri, config.trial_id)
+    if previous is not None and previous["status"] == "ok":
         tune.report(_metrics(previous, search.metric, worst))
         return
     if trial_fn is None:
