@@ -6,8 +6,8 @@ a run compacts them, then read by pandas, by `sweeper.results.read` and by `swee
 One JSON line per N: `rows`, `rows_read` (pandas), `write_s` (every row's atomic write,
 fsync included, and the compactions a run would make meanwhile), `compactions`,
 `final_compact_s`, `table_mib` (the visible table's size), `pandas_read_s` and
-`pandas_peak_mib` (`pd.read_parquet(RESULTS/<sweep>)` in a fresh process: its time, and the
-process's peak RSS, interpreter and imports included), `sweeper_read_s`, `status_s` (the
+`pandas_peak_mib` (`pd.read_parquet(RESULTS/<sweep>)` in a fresh process: its time, and
+the process's peak RSS, VmHWM, interpreter and imports included; Linux), `sweeper_read_s`, `status_s` (the
 `sweeper status --json` command in a process that imported sweeper already) and
 `status_cmd_s` (the whole command, interpreter start and imports, torch's included).
 Targets at 20,000 rows (issue 19): pandas < 1 s and < 1 GiB peak, `sweeper status` < 2 s.
@@ -26,12 +26,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# peak RSS: VmHWM of this process's own memory map (ru_maxrss would carry over, through exec,
+# the high-water mark of the forked copy of the big parent process)
 PANDAS_CHILD = """
-import resource, sys, time
+import sys, time
 import pandas as pd
 t0 = time.perf_counter()
 rows = len(pd.read_parquet(sys.argv[1]))
-print(rows, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+seconds = time.perf_counter() - t0
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(rows, seconds, int(hwm.split()[1]) / 1024)
 """
 
 STATUS_CHILD = """
@@ -112,10 +116,14 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/sweeper-store-scale", help="scratch results root")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--keep", action="store_true", help="keep the sweeps written")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="skip fsync in the writes (write_s then means less; reads alike)")
     args = parser.parse_args()
+    if args.no_fsync:  # the same write path minus durability: big N on a slow, loaded disk
+        os.fsync = lambda fd: None
     out = Path(args.out)
     for n in (int(x) for x in args.rows.split(",")):
-        record = measure(n, out)
+        record = {**measure(n, out), "fsync": not args.no_fsync}
         print(json.dumps(record) if args.json else
               " ".join(f"{k}={v}" for k, v in record.items()), flush=True)  # fmt: skip
         if not args.keep:

@@ -198,8 +198,9 @@ def _folders(fs: pafs.FileSystem, path: str) -> list[Folder]:
 
 
 def read_table(uri: str, columns: list[str] | None = None, *, kind: Kind = ROWS) -> pa.Table:
-    """Every row under a sweep dir, a results root (all sweeps) or one file: the fixed
-    schema's columns (and, when `columns` is None, every varying-key column stored).
+    """Every row under a sweep dir, a results root (all sweeps) or one file, each sweep's
+    table overlaid by its log: the fixed schema's columns (and, when `columns` is None, a
+    column for every config key that varies within a sweep, sweeper.results.columns).
 
     One row per trial in a sweep: a second row of a trial (a row file copied under another
     name), or a row naming another sweep than the folder it lies in, is an error naming the
