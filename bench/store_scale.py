@@ -7,8 +7,8 @@ One JSON line per N: `rows`, `rows_read` (pandas), `write_s` (every row's atomic
 fsync included, and the compactions a run would make meanwhile), `compactions`,
 `final_compact_s`, `table_mib` (the visible table's size), `pandas_read_s` and
 `pandas_peak_mib` (`pd.read_parquet(RESULTS/<sweep>)` in a fresh process: its time, and
-the process's peak RSS, VmHWM, interpreter and imports included; Linux), `sweeper_read_s`, `status_s` (the
-`sweeper status --json` command in a process that imported sweeper already) and
+the process's peak RSS, VmHWM, interpreter and imports included; Linux), `sweeper_read_s`,
+`status_s` (the `sweeper status --json` command in a process that imported sweeper already) and
 `status_cmd_s` (the whole command, interpreter start and imports, torch's included).
 Targets at 20,000 rows (issue 19): pandas < 1 s and < 1 GiB peak, `sweeper status` < 2 s.
 """
