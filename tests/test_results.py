@@ -1,4 +1,5 @@
-"""Result files: one atomic Parquet row per trial, read back as one DataFrame per sweep."""
+"""Result files: one atomic Parquet row per trial in the sweep's log, compacted into one table,
+read back as one DataFrame per sweep."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def test_write_read_one_row_per_trial_and_readers_skip_private_names(tmp_path: P
         results.write_row(str(sweep / private), row("t0"))
     (sweep / ".t9.abcd.tmp").write_bytes(b"PAR1 half a file")
     assert sorted(p.name for p in sweep.iterdir() if p.name.startswith(".")) == [".t9.abcd.tmp"]
+    assert len(results.read(str(sweep))) == 3  # the log read before any compaction
+    assert results.compact(str(sweep)) == 3  # as a run does while trials end and at its end
+    assert not list((sweep / "_rows").iterdir())
 
     frame = pd.read_parquet(sweep)  # the researcher's one call
     assert sorted(frame["trial_id"]) == ["t0", "t1", "t2"]
@@ -51,7 +55,13 @@ def test_rewrite_replaces_and_done_ids_filters_by_status(tmp_path: Path) -> None
     results.write_row(sweep, row("a", "ok", acc=0.7))  # --retry-failed replaces the row
     assert results.done_ids(sweep) == {"a", "b"}
     assert results.read_row(sweep, "a")["clean_acc"] == 0.7
-    assert len(list(Path(sweep).iterdir())) == 2  # no temp files left behind
+    assert len(list(Path(sweep, "_rows").iterdir())) == 2  # no temp files left behind
+    results.compact(sweep)
+    assert results.read_row(sweep, "a")["clean_acc"] == 0.7  # now from the table
+    results.write_row(sweep, row("a", "failed", acc=0.1))  # a log row replaces the table's
+    assert results.done_ids(sweep) == {"b"} and results.read_row(sweep, "a")["clean_acc"] == 0.1
+    results.compact(sweep)
+    assert len(pd.read_parquet(sweep)) == 2 and results.done_ids(sweep) == {"b"}
     assert results.done_ids(str(tmp_path / "missing")) == set()
     assert results.read(str(tmp_path / "missing")).empty
 
@@ -66,8 +76,12 @@ def test_uri_and_non_local_filesystem(tmp_path: Path, monkeypatch: pytest.Monkey
     sub = pafs.SubTreeFileSystem(str(tmp_path / "sub"), pafs.LocalFileSystem())
     monkeypatch.setattr(results.rows, "location", lambda uri: (sub, uri.removeprefix("mem://")))
     results.write_row("mem://s", row("v"))
-    assert sorted(p.name for p in (tmp_path / "sub" / "s").iterdir()) == ["v.parquet"]
+    assert sorted(p.name for p in (tmp_path / "sub" / "s" / "_rows").iterdir()) == ["v.parquet"]
     assert results.done_ids("mem://s") == {"v"}
+    monkeypatch.setattr(results.compaction, "location", results.rows.location)
+    assert results.compact("mem://s") == 1
+    assert sorted(p.name for p in (tmp_path / "sub" / "s").iterdir()) == ["_rows", "rows.parquet"]
+    assert results.done_ids("mem://s") == {"v"} and results.read_row("mem://s", "v") is not None
 
 
 def test_a_row_off_schema_is_refused(tmp_path: Path) -> None:

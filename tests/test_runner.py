@@ -150,9 +150,9 @@ def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) 
     with marked_env() as env:  # Ray's agents outlive a SIGKILLed driver: ended on exit
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)  # fmt: skip
-        kill_when(first, lambda: bool(list((out / "kill").glob("*.parquet"))), timeout_s=300,
+        kill_when(first, lambda: bool(results.status_by_id(str(out / "kill"))), timeout_s=300,
                   waiting_for="a row")  # fmt: skip
-        assert len(list((out / "kill").glob("*.parquet"))) < 6  # killed mid-sweep
+        assert len(results.status_by_id(str(out / "kill"))) < 6  # killed mid-sweep
         done = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True,
                               timeout=600)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
@@ -160,6 +160,8 @@ def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) 
     assert sorted(frame["activation"]) == ["elu", "gelu", "mish", "relu", "silu", "softplus"]
     assert set(frame["status"]) == {"ok"} and frame["trial_id"].is_unique
     assert not [p for p in (out / "kill").iterdir() if p.name.startswith(".")]
+    assert sorted(pd.read_parquet(out / "kill")["activation"]) == sorted(frame["activation"])
+    assert not list((out / "kill" / "_rows").glob("*.parquet"))  # all compacted
 
 
 def test_progress_without_a_terminal_writes_plain_lines(tmp_path: Path) -> None:

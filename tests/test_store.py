@@ -56,6 +56,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[dict[st
         row = run_trial(config, weights_dir=root / "work" / config.trial_id)
         _store(sweep, row, space, varying_columns(space, configs))
         rows.append(row)
+    results.compact(sweep)  # as the driver does while trials end and at the run's end
     return sweep, rows
 
 
@@ -231,6 +232,7 @@ def test_varying_keys_become_typed_columns_and_runs_with_other_keys_still_read_a
     # a first run varied train.beta ...
     for i, beta in enumerate((1.0, 6.0)):
         results.write_row(sweep, _row(f"a{i}", {"train": {"beta": beta}}), varying=["train.beta"])
+    results.compact(sweep)  # as the run does
     frame = pd.read_parquet(sweep)  # plain pandas sees the column
     assert sorted(frame["train.beta"]) == [1.0, 6.0]
     # ... a later run of the same sweep varies the CW margin and the activation instead
@@ -301,7 +303,7 @@ def test_report_and_status_refuse_a_trial_with_two_row_files(
     sweep = tmp_path / "v"
     for i in range(2):
         results.write_row(str(sweep), _row(f"t{i}", {"seed": i}))
-    shutil.copy(sweep / "t0.parquet", sweep / "t0 (copy).parquet")
+    shutil.copy(sweep / "_rows" / "t0.parquet", sweep / "t0 (copy).parquet")
     for command in ("status", "report"):
         assert main([command, str(sweep)]) == 2
         err = capsys.readouterr().err.strip()

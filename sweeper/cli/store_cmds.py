@@ -1,5 +1,6 @@
-"""`sweeper eval` (stored weights evaluated again, into the evaluation table) and
-`sweeper export` (one trial as a self-contained model file)."""
+"""`sweeper eval` (stored weights evaluated again, into the evaluation table),
+`sweeper export` (one trial as a self-contained model file) and `sweeper compact` (a sweep's
+row logs folded into its tables)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,50 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command("eval")(eval_cmd)
     app.command("export")(export_cmd)
+    app.command("compact")(compact_cmd)
+
+
+def compact_cmd(
+    sweep: str = typer.Argument(..., help="one sweep's results folder or URI (RESULTS/<sweep>)"),
+) -> None:
+    """Fold a sweep's row log into its table, RESULTS/<sweep>/rows.parquet, and the same for
+    its evaluation table (_eval/): for a sweep written by an older version (one file per row)
+    or by runs that were killed. Refused while a driver runs the sweep."""
+    from sweeper import results
+    from sweeper.results.rows import table_folder
+
+    fs, path = results.location(sweep)
+    try:
+        found = table_folder(fs, path)
+    except OSError as err:
+        raise SweeperError(f"{sweep}: cannot read the sweep's folder: {err}") from None
+    if found is None:
+        raise SweeperError(f"{sweep}: no sweep's results here (expected RESULTS/<sweep>)")
+    with results.Lease(sweep):
+        rows = results.compact(sweep)
+    evals = _compact_evals(sweep)
+    print(f"{sweep}: {rows} row file(s) folded into {results.TABLE_FILE}, {evals} into "
+          f"{results.EVAL_DIR}/{results.TABLE_FILE}")  # fmt: skip
+
+
+def _compact_evals(sweep: str) -> int:
+    """Fold the evaluation table's log into its table (under the table's own lease: two
+    `sweeper eval` on one sweep must not compact at once)."""
+    import pyarrow.fs as pafs
+
+    from sweeper import results
+
+    table = results.eval_table(sweep)
+    fs, path = results.location(table)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return 0
+    try:
+        with results.Lease(table):
+            return results.compact(table, results.EVALS)
+    except results.LeaseHeld:
+        print(f"{table}: another process compacts it; its new rows are read from its log "
+              "until then", file=sys.stderr)  # fmt: skip
+        return 0
 
 
 def _sweep_rows(sweep: str) -> Any:
@@ -115,6 +160,7 @@ def eval_cmd(
     for i, (row, cfg) in enumerate(zip(chosen, configs), 1):
         print(f"[{i}/{len(chosen)}] {row['trial_id']}", file=sys.stderr, flush=True)
         out.append(_evaluate_one(sweep, row, cfg))
+    _compact_evals(sweep)
     if as_json:
         info = {"results": sweep, "table": results.eval_table(sweep), "rows": out}
         print(json.dumps(info, indent=2, default=str))

@@ -1,7 +1,9 @@
-"""The results store: one Parquet row per trial under RESULTS/<sweep>/, on any pyarrow
+"""The results store: one Parquet table per sweep, RESULTS/<sweep>/rows.parquet, on any pyarrow
 filesystem (a local path or a URI such as s3://...).
 
-`rows.py` writes rows atomically and reads a sweep back as a table or DataFrame;
+`rows.py` writes a trial's row into the sweep's log and reads a sweep back as a table or
+DataFrame; `compaction.py` folds the log into the table; `listing.py` lists and deletes without
+following links;
 `columns.py` adds a column per varying config key; `weights.py` keeps each trial's trained
 network beside its row; `evals.py` holds the re-evaluation table (`sweeper eval`); `lease.py`
 keeps one driver per sweep (a lease file in the store); `temps.py` removes killed writers'
@@ -9,10 +11,21 @@ temporary files and probes that the store takes writes; `summary.py` the adaptiv
 summary for `sweeper status`.
 """
 
-from sweeper.results.evals import eval_id, eval_table, read_eval_row, read_evals, write_eval_row
+from sweeper.results.compaction import compact
+from sweeper.results.evals import (
+    EVAL_DIR,
+    EVALS,
+    eval_id,
+    eval_table,
+    read_eval_row,
+    read_evals,
+    write_eval_row,
+)
 from sweeper.results.lease import Lease, LeaseHeld
 from sweeper.results.rows import (
     IGNORED_PREFIXES,
+    LOG_DIR,
+    TABLE_FILE,
     done_ids,
     join,
     location,
@@ -34,7 +47,12 @@ from sweeper.results.weights import (
 )
 
 __all__ = [
+    "EVAL_DIR",
+    "EVALS",
     "IGNORED_PREFIXES",
+    "LOG_DIR",
+    "TABLE_FILE",
+    "compact",
     "Lease",
     "LeaseHeld",
     "WEIGHTS_DIR",

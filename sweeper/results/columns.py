@@ -202,3 +202,48 @@ def fmt_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def complete(settled: pa.Table, fresh: pa.Table) -> pa.Table:
+    """One sweep's rows with a column for every key that varies among them, as `with_varying`
+    computes it, but parsing few configs: `settled` rows come from the sweep's compacted table,
+    whose columns were completed when it was written, so one of them stands for all (a key
+    they store no column for has the same value in all of them); `fresh` rows (the log's, an
+    older layout's) are parsed one by one. The cost is that of the fresh rows, not the sweep's."""
+    if settled.num_rows == 0 and fresh.num_rows == 0:
+        return settled if settled.num_columns >= fresh.num_columns else fresh
+    one = identity(settled.column("config")[0].as_py()) if settled.num_rows else None
+    flats = [identity(c) for c in fresh.column("config").to_pylist()] if fresh.num_rows else []
+    stored = [c for c in settled.column_names if c not in COLUMNS]
+    sample = [f for f in (one, *flats) if f is not None]
+    for key in dict.fromkeys([*stored, *varying_keys(sample)]):
+        kind = column_type(key)
+        if key not in stored:
+            value = _fit(column_value(one, key), kind)
+            settled = _put(settled, key, pa.array([value] * settled.num_rows, type=kind))
+        column = pa.array([_fit(column_value(f, key), kind) for f in flats], type=kind)
+        fresh = _put(fresh, key, column)
+    return pa.concat_tables([settled, fresh], promote_options="permissive")
+
+
+def _put(table: pa.Table, key: str, column: pa.Array) -> pa.Table:
+    if key in table.column_names:
+        return table.set_column(table.column_names.index(key), key, column)
+    return table.append_column(key, column)
+
+
+def aligned(tables: list[pa.Table]) -> list[pa.Table]:
+    """Sweeps' tables (each completed) given the same key columns: a key another sweep varies
+    has one value in all rows of a sweep that has no column for it, taken from one config."""
+    keys = dict.fromkeys(c for t in tables for c in t.column_names if c not in COLUMNS)
+    out = []
+    for table in tables:
+        missing = [k for k in keys if k not in table.column_names]
+        if missing and table.num_rows and "config" in table.column_names:
+            one = identity(table.column("config")[0].as_py())
+            for key in missing:
+                kind = column_type(key)
+                value = _fit(column_value(one, key), kind)
+                table = table.append_column(key, pa.array([value] * table.num_rows, type=kind))
+        out.append(table)
+    return out

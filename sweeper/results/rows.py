@@ -1,9 +1,16 @@
-"""Result rows on any pyarrow filesystem: one Parquet file per trial, written atomically.
+"""Result rows on any pyarrow filesystem: a row log that trials append to, folded into one
+table that every Parquet reader gets whole.
 
-RESULTS/<sweep>/<trial_id>.parquet holds exactly one row in the fixed SCHEMA, so a
-sweep directory is one dataset (`pandas.read_parquet("results/<sweep>")`) and a
-trial's presence is a file's presence. Writers put the bytes under a dot-name in the
-same directory and rename it over the final name, so a reader never sees half a file.
+    RESULTS/<sweep>/rows.parquet            the table: every compacted row, one schema
+    RESULTS/<sweep>/_rows/<trial_id>.parquet  the log: a finished trial's row, until compacted
+
+A trial writes its row into the log (a small file, from the worker, the moment it ends); the
+driver folds the log into the table (`sweeper.results.compact`). Plain readers
+(`pandas.read_parquet("results/<sweep>")`, pyarrow.dataset, duckdb on `*.parquet`) see the
+table only: `_` names are skipped. `read_table` here reads the table and the log, a log row
+replacing the table's row of the same trial (a rerun of a failed trial, or a compaction
+killed before it cleared the log). Every file is written under a dot-name and renamed over
+its final name, so no reader sees half a file.
 """
 
 from __future__ import annotations
@@ -12,20 +19,52 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError, first_line, storage_error
-from sweeper.results.columns import extra_columns, with_varying
+from sweeper.results.columns import aligned, complete, extra_columns, with_varying
+from sweeper.results.listing import Entry, entries, linked
 from sweeper.schema import COLUMNS, SCHEMA, check_row
 
 # pyarrow's dataset discovery skips names starting with these: temp files and _ray/
 IGNORED_PREFIXES = (".", "_")
+TABLE_FILE = "rows.parquet"
+LOG_DIR = "_rows"
+# folders only a sweep folder holds: a folder with one of these is a sweep, not a results root
+SWEEP_MARKERS = (LOG_DIR, "_lease", "_ray", "_eval", "_weights")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A table of the store: its schema, the columns that key a row (one row per key), and
+    whether its rows must name the sweep folder they lie in."""
+
+    schema: pa.Schema
+    keys: tuple[str, ...]
+    sweep_named: bool
+
+    def key(self, row: dict[str, Any]) -> str:
+        """The row's key as its log file's name stem (`<trial_id>`, `<trial_id>.<eval_id>`)."""
+        return ".".join(str(row[k]) for k in self.keys)
+
+
+ROWS = Kind(SCHEMA, ("trial_id",), sweep_named=True)
+
+
+def crash_point(name: str) -> None:
+    """A named moment of a write; does nothing (the kill tests replace it with a SIGKILL)."""
+
+
+def private(name: str) -> bool:
+    return name.startswith(IGNORED_PREFIXES)
 
 
 def location(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -57,14 +96,25 @@ def _to_table(row: dict[str, Any], varying: Sequence[str] = ()) -> pa.Table:
 
 
 def write_row(sweep_uri: str, row: dict[str, Any], varying: Sequence[str] = ()) -> str:
-    """Write one trial's row as <sweep_uri>/<trial_id>.parquet, replacing any earlier one.
+    """Write one trial's row into the sweep's log, replacing any earlier one of the trial.
 
     `varying`: dotted config keys the run varies; each becomes a column of its own
     (sweeper.results.columns), taken from the row's config."""
     table = _to_table(row, varying)
     fs, path = location(sweep_uri)
-    final = f"{path}/{row['trial_id']}.parquet"
-    write_atomic(fs, final, lambda stream: pq.write_table(table, stream))
+    return write_log(fs, path, ROWS.key(row), table)
+
+
+def write_log(fs: pafs.FileSystem, folder: str, key: str, table: pa.Table) -> str:
+    """One row into the table's log, `<folder>/_rows/<key>.parquet` (replacing an earlier
+    one of the same key); the driver folds it into the table later."""
+
+    def write(stream: Any) -> None:
+        pq.write_table(table, stream)
+        crash_point("row-written")
+
+    final = f"{folder}/{LOG_DIR}/{key}.parquet"
+    write_atomic(fs, final, write)
     return final
 
 
@@ -117,108 +167,232 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _dataset(uri: str, schema: pa.Schema = SCHEMA) -> pads.Dataset | None:
+@dataclass(frozen=True)
+class Folder:
+    """One table's folder: its visible Parquet files and its log's row files."""
+
+    path: str
+    table: list[Entry]  # the compacted table (an older layout: one file per row)
+    log: list[Entry]  # _rows/*.parquet, not yet compacted
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _parquet(entry: Entry) -> bool:
+    return not entry.is_dir and entry.base_name.endswith(".parquet")
+
+
+def table_folder(fs: pafs.FileSystem, path: str, *, force: bool = False) -> Folder | None:
+    """The table in `path` (None when `path` holds none and `force` is false: a results root
+    or an empty folder). Links are skipped (sweeper.results.listing)."""
+    listing = entries(fs, path)
+    names = {e.base_name: e for e in listing}
+    visible = [e for e in listing if _parquet(e) and not private(e.base_name)]
+    if not (force or visible or any(m in names for m in SWEEP_MARKERS)):
+        return None
+    for sub in (e for e in listing if e.is_dir and not private(e.base_name)):
+        found = entries(fs, sub.path, recursive=True, skip=private)
+        visible += [e for e in found if _parquet(e)]  # pandas reads these too: so do we
+    log = names.get(LOG_DIR)
+    logged = entries(fs, log.path, skip=private) if log is not None and log.is_dir else []
+    return Folder(path, visible, [e for e in logged if _parquet(e)])
+
+
+def _folders(fs: pafs.FileSystem, path: str) -> list[Folder]:
+    """Every table folder at or below `path` (a sweep folder, or a root of sweep folders)."""
+    folder = table_folder(fs, path)
+    if folder is not None:
+        return [folder]
+    found = []
+    for sub in entries(fs, path):
+        if sub.is_dir and not private(sub.base_name):
+            found += _folders(fs, sub.path)
+    return found
+
+
+def read_table(uri: str, columns: list[str] | None = None, *, kind: Kind = ROWS) -> pa.Table:
+    """Every row under a sweep dir, a results root (all sweeps) or one file, each sweep's
+    table overlaid by its log: the fixed schema's columns (and, when `columns` is None, a
+    column for every config key that varies within a sweep, sweeper.results.columns).
+
+    One row per trial in a sweep: a second row of a trial (a row file copied under another
+    name), or a row naming another sweep than the folder it lies in, is an error naming the
+    files: counting it twice would bias every table built from the rows."""
     fs, path = location(uri)
     try:
-        return _discover(fs, path, schema)
-    except (pa.ArrowException, OSError) as err:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            folders = [Folder(path.rsplit("/", 1)[0], [Entry(path, "", False)], [])]
+        else:
+            folders = _folders(fs, path) if info.type == pafs.FileType.Directory else []
+    except OSError as err:
         raise SweeperError(f"{uri}: cannot read result rows: {first_line(err)}") from None
+    extra = [c for c in _checked(kind) if columns is not None and c not in columns]
+    wanted = None if columns is None else [*columns, *extra]
+    named = info.type != pafs.FileType.File
+    tables = [_read_settled(fs, f, kind, wanted, named) for f in folders]
+    tables = [t for t in tables if t.num_rows] or [_empty(kind, wanted)]
+    if kind.sweep_named and columns is None:
+        tables = aligned(tables) if named else [with_varying(t) for t in tables]
+    table = _concat(tables) if len(tables) > 1 else tables[0]
+    return table if columns is None else table.select(columns)
 
 
-def _discover(fs: pafs.FileSystem, path: str, schema: pa.Schema) -> pads.Dataset | None:
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        return None
-    if info.type == pafs.FileType.File:
-        return pads.dataset(path, filesystem=fs, format="parquet", schema=schema)
-    selector = pafs.FileSelector(path, recursive=True)
-    files = [
-        f.path
-        for f in fs.get_file_info(selector)
-        if f.type == pafs.FileType.File
-        and f.path.endswith(".parquet")
-        and not any(
-            part.startswith(IGNORED_PREFIXES) for part in f.path[len(path) :].split("/") if part
-        )
-    ]
-    return pads.dataset(files, filesystem=fs, format="parquet", schema=schema)
+def _read_settled(fs: pafs.FileSystem, folder: Folder, kind: Kind, columns: list[str] | None,
+                  named: bool) -> pa.Table:  # fmt: skip
+    """`read_folder`, listed again when a file listed is gone by the time it is read: the
+    driver compacted meanwhile (the rows are in the new table; the log files were cleared)."""
+    for _ in range(READ_TRIES - 1 if named else 0):
+        try:
+            return read_folder(fs, folder, kind, columns, named=named, varying=named)
+        except SweeperError:
+            if all(fs.get_file_info(e.path).type == pafs.FileType.File
+                   for e in (*folder.table, *folder.log)):  # fmt: skip
+                raise  # a real error, not a compaction under way
+        folder = table_folder(fs, folder.path, force=True) or folder
+    return read_folder(fs, folder, kind, columns, named=named, varying=named)
 
 
-def _with_all_columns(data: pads.Dataset) -> pads.Dataset:
-    """The dataset read with the union of its files' columns: the fixed schema first, then
-    the varying-key columns each run added (a file without one reads it as null). Types
-    that cannot be unified leave the fixed schema only (`read` recomputes those columns)."""
+READ_TRIES = 5
+
+
+def _checked(kind: Kind) -> list[str]:
+    """Columns every read needs: the key, the status, and the sweep a row names."""
+    return [*kind.keys, "status", *(("sweep",) if kind.sweep_named else ())]
+
+
+def _empty(kind: Kind, columns: list[str] | None) -> pa.Table:
+    table = kind.schema.empty_table()
+    return table if columns is None else table.select(columns)
+
+
+def read_folder(fs: pafs.FileSystem, folder: Folder, kind: Kind, columns: list[str] | None,
+                *, named: bool = True, varying: bool = False) -> pa.Table:  # fmt: skip
+    """The folder's rows: its table's, each replaced by the log's row of the same key, then
+    the log's new ones. `named`: refuse rows of another sweep than the folder's name.
+    `varying`: with a column for every config key that varies among the rows (training
+    rows, every column read), parsing the configs of the log's rows only
+    (sweeper.results.columns.complete)."""
+    table, table_files = _read_files(fs, folder, folder.table, kind, columns)
+    log, log_files = _read_files(fs, folder, folder.log, kind, columns)
+    table_keys, log_keys = _keys(table, kind), _keys(log, kind)
+    _check_unique(folder, table_keys, table_files)
+    _check_unique(folder, log_keys, log_files)
+    if named and kind.sweep_named:
+        _check_sweep(folder, table, table_files)
+        _check_sweep(folder, log, log_files)
+    if log.num_rows:
+        replaced = pc.is_in(table_keys, value_set=log_keys)
+        _check_replaced(folder, table_keys, replaced, table_files, log_keys, log_files)
+        table = table.filter(pc.invert(replaced))
+    if varying and kind.sweep_named and columns is None:
+        if [e.base_name for e in folder.table] in ([TABLE_FILE], []):
+            return complete(table, log)  # the table's columns were completed when compacted
+        return complete(kind.schema.empty_table(), _concat([table, log]))  # an older layout
+    return _concat([table, log]) if log.num_rows else table
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _check_replaced(folder: Folder, keys: pa.Array, replaced: pa.Array, sources: list[str],
+                    log_keys: pa.Array, log_sources: list[str]) -> None:  # fmt: skip
+    """A log row replaces the table's row of its key (a rerun, or a compaction killed before
+    it cleared the log), or an older layout's file of it; never a file of another name."""
+    for at in pc.indices_nonzero(replaced).to_pylist():
+        key, source = keys[at].as_py(), sources[at].rsplit("/", 1)[-1]
+        if source not in (TABLE_FILE, f"{key}.parquet"):
+            logged = log_sources[log_keys.to_pylist().index(key)].rsplit("/", 1)[-1]
+            raise SweeperError(
+                f"{folder.path}: trial {key} of sweep {folder.name} has 2 row files "
+                f"({source}, {LOG_DIR}/{logged}); keep one (a copy would be counted twice)"
+            )
+
+
+def _keys(table: pa.Table, kind: Kind) -> pa.Array:
+    parts = [pc.cast(table.column(k), pa.string()) for k in kind.keys]
+    joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, ".")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+
+
+def _read_files(fs: pafs.FileSystem, folder: Folder, files: list[Entry], kind: Kind,
+                columns: list[str] | None) -> tuple[pa.Table, list[str]]:  # fmt: skip
+    """The rows of some Parquet files (with the union of their columns when `columns` is
+    None) and, per row, the file it came from. File by file: a log of many one-row files
+    reads several times faster so than as one pyarrow dataset."""
+    if not files:
+        return _empty(kind, columns), []
+    tables, sources = [], []
+    for entry in files:
+        table = _read_file(fs, entry.path, kind.schema, columns)
+        tables.append(table)
+        sources += [entry.path] * table.num_rows
     try:
-        schemas = [fragment.physical_schema for fragment in data.get_fragments()]
-        return data.replace_schema(
-            pa.unify_schemas([data.schema, *schemas], promote_options="permissive")
-        )
-    except (pa.ArrowException, OSError):
-        return data  # a damaged file: reading it names it
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowException, OSError) as err:  # a varying-key column of two types
+        raise SweeperError(f"{folder.path}: cannot read result rows: {first_line(err)}") from None
+    return table, sources
 
 
-def read_table(uri: str, columns: list[str] | None = None, *, schema: pa.Schema = SCHEMA
+def _read_file(fs: pafs.FileSystem, path: str, schema: pa.Schema, columns: list[str] | None
                ) -> pa.Table:  # fmt: skip
-    """Every row under a sweep dir, a results root (all sweeps) or one file: the fixed
-    schema's columns (and, when `columns` is None, every varying-key column stored).
-
-    A trial with two rows in one sweep (a row file copied under a second name) is an error:
-    counting it twice would bias every table built from the rows."""
-    data = _dataset(uri, schema)
-    if data is None:
-        return schema.empty_table() if columns is None else schema.empty_table().select(columns)
-    if columns is None:
-        data = _with_all_columns(data)
-    keys = [c for c in ("sweep", "trial_id") if columns is not None and c not in columns]
+    """One file's rows in `schema` (a column an older version did not write reads as null),
+    and, when `columns` is None, the varying-key columns it holds after them."""
     try:
-        table = data.to_table(columns=None if columns is None else [*columns, *keys])
+        with fs.open_input_file(path) as stream:
+            found = pq.ParquetFile(stream)
+            names = found.schema_arrow.names
+            table = found.read(columns=None if columns is None else
+                               [c for c in columns if c in names])  # fmt: skip
+        if "trial_id" not in names or "status" not in names:
+            raise SweeperError(f"{path}: not a sweeper result row (no trial_id or status column)")
+        fixed = [f for f in schema if columns is None or f.name in columns]
+        arrays = [table.column(f.name).cast(f.type) if f.name in names
+                  else pa.nulls(table.num_rows, f.type) for f in fixed]  # fmt: skip
+        extra = [n for n in table.column_names if n not in schema.names]
+        out = pa.Table.from_arrays([*arrays, *(table.column(n) for n in extra)],
+                                   schema=pa.schema([*fixed, *(table.schema.field(n)
+                                                               for n in extra)]))  # fmt: skip
     except (pa.ArrowException, OSError) as err:
-        raise _unreadable(data, uri, err, schema) from None
-    if any(table.column(c).null_count for c in ("trial_id", "status") if c in table.column_names):
-        raise _unreadable(data, uri, None, schema)
-    if schema is SCHEMA:
-        _check_unique(data, table, uri)
-    return table.drop_columns(keys)
+        raise SweeperError(f"{path}: not a readable result row: {first_line(err)}") from None
+    if any(out.column(c).null_count for c in ("trial_id", "status") if c in out.column_names):
+        raise SweeperError(f"{path}: not a sweeper result row (a row without trial_id or status)")
+    return out
 
 
-def _check_unique(data: pads.Dataset, table: pa.Table, uri: str) -> None:
-    pairs = list(zip(table.column("sweep").to_pylist(), table.column("trial_id").to_pylist()))
-    if len(set(pairs)) == len(pairs):
+def _check_unique(folder: Folder, keys: pa.Array, sources: list[str]) -> None:
+    counts = Counter(keys.to_pylist())
+    if len(counts) == len(keys):
         return
-    sweep, trial_id = next(p for p, n in Counter(pairs).items() if n > 1)
-    files = [
-        fragment.path.rsplit("/", 1)[-1]
-        for fragment in data.get_fragments()
-        if trial_id in fragment.to_table(columns=["trial_id"]).column(0).to_pylist()
-    ]
+    key = next(k for k, n in counts.items() if n > 1)
+    files = [f.rsplit("/", 1)[-1] for k, f in zip(keys.to_pylist(), sources) if k == key]
     raise SweeperError(
-        f"{uri}: trial {trial_id} of sweep {sweep} has {len(files)} row files "
+        f"{folder.path}: trial {key} of sweep {folder.name} has {len(files)} row files "
         f"({', '.join(files[:3])}); keep one (a copy would be counted twice)"
     )
 
 
-def _unreadable(data: pads.Dataset, uri: str, err: BaseException | None,
-                schema: pa.Schema = SCHEMA) -> SweeperError:  # fmt: skip
-    """Name the file that is damaged or is no result row (a foreign Parquet file)."""
-    for fragment in data.get_fragments():
-        try:
-            names = fragment.physical_schema.names
-            fragment.to_table(schema=schema)
-        except (pa.ArrowException, OSError) as bad:
-            return SweeperError(f"{fragment.path}: not a readable result row: {first_line(bad)}")
-        if "trial_id" not in names or "status" not in names:
-            return SweeperError(
-                f"{fragment.path}: not a sweeper result row (no trial_id or status column)"
-            )
-    why = first_line(err) if err is not None else "rows without a trial_id or status"
-    return SweeperError(f"{uri}: cannot read result rows: {why}")
+def _check_sweep(folder: Folder, table: pa.Table, sources: list[str]) -> None:
+    sweeps = table.column("sweep")
+    wrong = pc.invert(pc.fill_null(pc.equal(sweeps, folder.name), False))
+    if not pc.any(wrong).as_py():
+        return
+    at = pc.index(wrong, True).as_py()
+    raise SweeperError(
+        f"{sources[at]}: trial {table.column('trial_id')[at]} is a row of sweep "
+        f"{sweeps[at]}, not of {folder.name} whose folder holds it; move it to its own "
+        "sweep's folder"
+    )
 
 
 def read(uri: str) -> pd.DataFrame:
     """The rows as a DataFrame: one row per trial, the fixed columns, then a column for every
     config key that varies within a sweep (`train.beta`); empty with the fixed columns if
     there are no rows."""
-    return with_varying(read_table(uri)).to_pandas()
+    return read_table(uri).to_pandas()
 
 
 def status_by_id(sweep_uri: str) -> dict[str, str]:
@@ -233,9 +407,27 @@ def done_ids(sweep_uri: str, statuses: tuple[str, ...] = ("ok",)) -> set[str]:
 
 
 def read_row(sweep_uri: str, trial_id: str) -> dict[str, Any] | None:
-    """One trial's row, or None when it has none yet."""
+    """One trial's row, or None when it has none yet: the log's, else the table's (else an
+    older layout's file of the trial)."""
     fs, path = location(sweep_uri)
-    return read_one(fs, f"{path}/{trial_id}.parquet", SCHEMA)
+    for final in (f"{path}/{LOG_DIR}/{trial_id}.parquet", f"{path}/{trial_id}.parquet"):
+        row = None if linked(fs, path, final) else read_one(fs, final, SCHEMA)
+        if row is not None:
+            return row
+    return read_keyed(fs, f"{path}/{TABLE_FILE}", pc.field("trial_id") == trial_id, SCHEMA)
+
+
+def read_keyed(fs: pafs.FileSystem, final: str, where: Any, schema: pa.Schema
+               ) -> dict[str, Any] | None:  # fmt: skip
+    """The row of a table file that `where` picks (None when none does, or no such file)."""
+    try:
+        if fs.get_file_info(final).type != pafs.FileType.File:
+            return None
+        data = pads.dataset(final, filesystem=fs, format="parquet", schema=schema)
+        rows = data.to_table(filter=where).to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        raise SweeperError(f"{final}: not a readable result table: {first_line(err)}") from None
+    return rows[0] if rows else None
 
 
 def read_one(fs: pafs.FileSystem, final: str, schema: pa.Schema) -> dict[str, Any] | None:

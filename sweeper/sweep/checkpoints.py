@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from sweeper import results
+from sweeper.results.listing import delete_dir, entries
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint_"
@@ -79,6 +80,8 @@ def previous_checkpoint(sweep_uri: str, trial_id: str, into: str) -> tuple[Any, 
     found = []
     try:
         for run in _folders(fs, f"{base}/_ray"):
+            if trial_id not in {t.base_name for t in _folders(fs, run.path)}:
+                continue  # (a link named like the trial is no folder of ours)
             found += [i for i in _folders(fs, f"{run.path}/{trial_id}") if is_checkpoint(i)]
         if not found:
             return None
@@ -99,7 +102,7 @@ def drop_other_runs(sweep_uri: str, trial_id: str, current_run: str) -> None:
     try:
         for run in _folders(fs, f"{base}/_ray"):
             if run.base_name != current_run:
-                drop_checkpoints(fs, f"{run.path}/{trial_id}")
+                drop_checkpoints(fs, f"{run.path}/{trial_id}", root=base)
     except OSError:
         pass  # disk space, not correctness
 
@@ -115,23 +118,24 @@ def drop_finished(sweep_uri: str, finished: set[str]) -> None:
         for run in _folders(fs, f"{base}/_ray"):
             for trial in _folders(fs, run.path):
                 if trial.base_name in finished:
-                    drop_checkpoints(fs, trial.path)
+                    drop_checkpoints(fs, trial.path, root=base)
     except OSError:
         pass  # disk space, not correctness
 
 
 def _folders(fs: Any, path: str) -> list[Any]:
-    """The folders directly in `path` (none when it does not exist); raises OSError."""
-    listing = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return [info for info in listing if info.type == pafs.FileType.Directory]
+    """The folders directly in `path` (none when it does not exist; links are skipped, never
+    followed out of the store); raises OSError."""
+    return [entry for entry in entries(fs, path) if entry.is_dir]
 
 
-def drop_checkpoints(fs: Any, run_dir: str) -> None:
-    """A finished run's checkpoints have served their purpose (retries); free the space."""
+def drop_checkpoints(fs: Any, run_dir: str, *, root: str | None = None) -> None:
+    """A finished run's checkpoints have served their purpose (retries); free the space.
+    Only Ray's `checkpoint_*` folders go, never through a link (`root`: the sweep folder;
+    a link between it and `run_dir` leaves everything alone)."""
     try:
-        selector = pafs.FileSelector(run_dir, recursive=True, allow_not_found=True)
-        for info in fs.get_file_info(selector):
-            if info.type == pafs.FileType.Directory and info.base_name.startswith(PREFIX):
-                fs.delete_dir(info.path)
+        for entry in entries(fs, run_dir, recursive=True):
+            if entry.is_dir and entry.base_name.startswith(PREFIX):
+                delete_dir(fs, root or run_dir, entry.path)
     except OSError:
         pass  # disk space, not correctness: never fail a finished sweep over it

@@ -4,7 +4,9 @@ Ray is imported only inside sweeper.sweep (tests/test_layout.py checks it). The 
 writes its trial's row from the worker as soon as the trial ends, so a killed driver
 loses only the trials that were running; the next run skips every trial_id with a row.
 Per-epoch checkpoints go through `tune.report` so that FailureConfig retries a
-preempted trial from its last epoch. Ray's own experiment files live in
+preempted trial from its last epoch. Rows land in the sweep's row log; the driver folds the
+log into the sweep's table (`results.compact`) at the start of a run (healing one that was
+killed), as trials end, and at the end. Ray's own experiment files live in
 RESULTS/<sweep>/_ray/<run-name>/ (readers skip `_` names). Around the run: one driver per
 sweep (`sweeper.results.Lease`), a shared-storage check on multi-node clusters
 (`sweeper.sweep.storage`), and the run's outcome (failed trials, trials left unfinished by
@@ -109,8 +111,9 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
         cwd, default = driver_dirs
         adopt_data_dir(default)
         config = anchor_data_dir(config, cwd)
-    previous = results.read_row(sweep_uri, config.trial_id)
-    if previous is not None and previous["status"] == "ok":  # e.g. Optuna suggested it again
+    # a grid cell is in the plan because it has no ok row; a search may suggest a point again
+    previous = None if PARAM in params else results.read_row(sweep_uri, config.trial_id)
+    if previous is not None and previous["status"] == "ok":
         tune.report(_metrics(previous, search.metric, worst))
         return
     if trial_fn is None:
@@ -355,6 +358,7 @@ def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None 
     t0 = time.monotonic()
     sweep_uri = sweep_uri_of(space, options.results)
     with results.Lease(sweep_uri) as lease, handle_sigterm(_give_up(lease)) as term:
+        results.compact(sweep_uri)  # what a killed run left in the row log
         plan = make_plan(space, options.results, retry_failed=options.retry_failed, select=select)
         results.remove_stale_temps(plan.sweep_uri, older_than=lease.ttl)  # killed writers'
         from sweeper.sweep.checkpoints import drop_finished
@@ -383,6 +387,7 @@ def run_sweep(space: SearchSpace, options: RunOptions, trial_fn: TrialFn | None 
                 import ray
 
                 ray.shutdown()
+        results.compact(plan.sweep_uri)
     if lease.lost:
         holder = lease.taken_by.describe() if lease.taken_by else "unknown"
         raise SweeperError(f"{plan.sweep_uri}: another driver took this sweep over ({holder}); "
@@ -507,7 +512,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
         name=f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{os.getpid()}",
         verbose=0,
         progress_reporter=None,
-        callbacks=[progress, *tracker_callbacks(plan, options)],
+        callbacks=[progress, _compactor(plan.sweep_uri), *tracker_callbacks(plan, options)],
         stop=stopper,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
@@ -545,6 +550,27 @@ def _tune_stop_signal_restored() -> Iterator[None]:
     finally:
         if threading.current_thread() is threading.main_thread() and previous is not None:
             signal.signal(signal.SIGUSR1, previous)
+
+
+def _compactor(sweep_uri: str) -> Any:
+    """A Tune callback that folds the row log into the sweep's table as trials end, so that
+    plain readers of a running sweep see its finished trials (spaced as
+    `results.compaction.Compactor` says)."""
+    from ray import tune
+
+    from sweeper.results.compaction import Compactor
+
+    class CompactAsTrialsEnd(tune.Callback):
+        def __init__(self) -> None:
+            self.compactor = Compactor(sweep_uri)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.compactor.maybe()
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.compactor.maybe()
+
+    return CompactAsTrialsEnd()
 
 
 def _lease_stopper(lease: results.Lease | None) -> Any:

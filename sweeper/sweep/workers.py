@@ -60,9 +60,11 @@ def train_checkpoints(sweep_uri: str, trial_id: str) -> str:
 
 def drop_train_checkpoints(sweep_uri: str, trial_id: str) -> None:
     """The trial's row is written: its worker checkpoints have served their purpose."""
-    fs = results.location(sweep_uri)[0]
-    try:
-        fs.delete_dir(train_checkpoints(sweep_uri, trial_id))
+    from sweeper.results.listing import delete_dir
+
+    fs, base = results.location(sweep_uri)
+    try:  # never through a link out of the store
+        delete_dir(fs, base, train_checkpoints(sweep_uri, trial_id))
     except (FileNotFoundError, OSError):
         pass  # none kept (a one-worker trial) or already gone: disk space, not correctness
 
