@@ -77,7 +77,7 @@ def test_a_sweep_extended_by_a_new_axis_reads_whole_in_pandas_pyarrow_polars_and
         assert _ids(frame) == ["a0", "a1", "b0", "b1", "b2"], name
         beta = dict(zip(frame["trial_id"], frame["train.beta"]))
         assert beta["b2"] == 9.0 and beta["a0"] == beta["a1"], name  # the first run's default
-        act = dict(zip(frame["trial_id"], frame["arch.activation"]))
+        act = dict(zip(frame["trial_id"], frame["activation"]))
         assert act["a1"] == "silu" and act["b0"] == "relu", name
     assert _ids(results.read(str(sweep))) == ["a0", "a1", "b0", "b1", "b2"]
 

@@ -64,7 +64,8 @@ def test_a_full_disk_at_a_row_write_is_one_storage_error_and_leaves_no_temp(
     _, (first, second) = _rows(tmp_path)
     sweep = tmp_path / "r" / "tiny"
     results.write_row(str(sweep), first)
-    before = (sweep / f"{first['trial_id']}.parquet").read_bytes()
+    log = sweep / results.LOG_DIR  # rows land in the sweep's row log first
+    before = (log / f"{first['trial_id']}.parquet").read_bytes()
 
     def full(*args: Any) -> None:
         raise ENOSPC
@@ -76,8 +77,8 @@ def test_a_full_disk_at_a_row_write_is_one_storage_error_and_leaves_no_temp(
     assert f"{second['trial_id']}.parquet: cannot write: No space left on device" in message
     assert "(ENOSPC, errno 28)" in message and "\n" not in message
     monkeypatch.undo()
-    assert _files(sweep) == [f"{first['trial_id']}.parquet"]  # no temp, no half row
-    assert (sweep / f"{first['trial_id']}.parquet").read_bytes() == before
+    assert _files(log) == [f"{first['trial_id']}.parquet"]  # no temp, no half row
+    assert (log / f"{first['trial_id']}.parquet").read_bytes() == before
 
 
 def test_other_os_errors_are_not_storage_faults(tmp_path: Path, monkeypatch) -> None:
@@ -269,7 +270,8 @@ def test_real_full_tmpfs_row_write_is_enospc_and_rows_stay(mounted: Path) -> Non
     with pytest.raises(StorageError, match=r"cannot write: No space left on device \(ENOSPC"):
         results.write_row(str(sweep), second)
     assert list(results.read(str(sweep))["trial_id"]) == [first["trial_id"]]
-    assert [p.name for p in sweep.iterdir()] == [f"{first['trial_id']}.parquet"]
+    log = sweep / results.LOG_DIR
+    assert [p.name for p in log.iterdir()] == [f"{first['trial_id']}.parquet"]  # no temp
 
 
 def test_real_read_only_store_run_and_eval_are_one_line_exit_2(mounted: Path) -> None:

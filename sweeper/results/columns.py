@@ -159,8 +159,7 @@ def extra_columns(
 def with_varying(table: pa.Table) -> pa.Table:
     """`table` plus a column for every key that varies within any one sweep of it
     (recomputed from each row's config: complete even where runs varied different keys)."""
-    held = [c for c in table.column_names if "." in c and held_by_fixed_column(c)]
-    table = table.drop_columns(held)  # an older sweep's copies of fixed columns
+    table = _drop_held(table)
     if "config" not in table.column_names or table.num_rows == 0:
         return table
     flats = [identity(c) for c in table.column("config").to_pylist()]
@@ -178,6 +177,19 @@ def with_varying(table: pa.Table) -> pa.Table:
         else:
             table = table.append_column(key, column)
     return table
+
+
+def _drop_held(table: pa.Table) -> pa.Table:
+    """Without an older sweep's dotted copies of fixed columns (`arch.block` beside `block`)."""
+    return table.drop_columns([c for c in table.column_names if "." in c
+                               and held_by_fixed_column(c)])  # fmt: skip
+
+
+def _unfilled(table: pa.Table) -> bool:
+    """Whether rows written before eval_eps / pgd_steps / cw_steps were columns lack them."""
+    return table.num_rows > 0 and any(
+        name in table.column_names and table.column(name).null_count for name in _HELD.values()
+    )
 
 
 def _fill_held(table: pa.Table, flats: list[dict[str, Any] | None]) -> pa.Table:
@@ -210,10 +222,14 @@ def complete(settled: pa.Table, fresh: pa.Table) -> pa.Table:
     whose columns were completed when it was written, so one of them stands for all (a key
     they store no column for has the same value in all of them); `fresh` rows (the log's, an
     older layout's) are parsed one by one. The cost is that of the fresh rows, not the sweep's."""
+    settled, fresh = _drop_held(settled), _drop_held(fresh)
     if settled.num_rows == 0 and fresh.num_rows == 0:
         return settled if settled.num_columns >= fresh.num_columns else fresh
     one = identity(settled.column("config")[0].as_py()) if settled.num_rows else None
     flats = [identity(c) for c in fresh.column("config").to_pylist()] if fresh.num_rows else []
+    fresh = _fill_held(fresh, flats) if _unfilled(fresh) else fresh
+    if _unfilled(settled):  # a table compacted from rows older than those columns
+        settled = _fill_held(settled, [identity(c) for c in settled.column("config").to_pylist()])
     stored = [c for c in settled.column_names if c not in COLUMNS]
     sample = [f for f in (one, *flats) if f is not None]
     for key in dict.fromkeys([*stored, *varying_keys(sample)]):

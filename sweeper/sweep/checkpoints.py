@@ -32,8 +32,9 @@ CHECKPOINT_FOLDER = re.compile(re.escape(PREFIX) + r"\d+")
 
 
 def is_checkpoint(info: Any) -> bool:
-    """A pyarrow FileInfo of a checkpoint folder (Tune's or Ray Train's), nothing else."""
-    is_folder = info.type == pafs.FileType.Directory
+    """A listing entry (sweeper.results.listing.Entry, or a pyarrow FileInfo) of a checkpoint
+    folder (Tune's or Ray Train's), nothing else."""
+    is_folder = info.is_dir if hasattr(info, "is_dir") else info.type == pafs.FileType.Directory
     return is_folder and CHECKPOINT_FOLDER.fullmatch(info.base_name) is not None
 
 
