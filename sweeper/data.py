@@ -92,24 +92,8 @@ def load_dataset(
     synthetic dataset. `download` fetches CIFAR through torchvision where it imports.
     """
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    if cfg.dataset in ("cifar10", "cifar100"):
-        train_x, train_y, test_x, test_y, num_classes = _load_cifar(
-            cfg.dataset, root, download=download
-        )
-    elif cfg.dataset == "digits":
-        train_x, train_y, test_x, test_y, num_classes = _load_digits(cfg.image_size)
-    elif cfg.dataset == "synthetic":
-        train_x, train_y, test_x, test_y, num_classes = make_synthetic(
-            cfg.synthetic_train,
-            cfg.synthetic_test,
-            num_classes=cfg.synthetic_classes,
-            image_size=cfg.image_size,
-            seed=seed,
-        )
-    else:  # DataConfig's Literal makes this unreachable from a validated config
-        raise ValueError(
-            f"unknown dataset {cfg.dataset!r}; choose from cifar10, cifar100, digits, synthetic"
-        )
+    train_x, train_y, test_x, test_y, num_classes = _splits(cfg, root, seed=seed,
+                                                            download=download)  # fmt: skip
 
     n_train = train_x.shape[0] - cfg.holdout_size
     if n_train < 1:
@@ -149,6 +133,28 @@ def load_dataset(
         num_classes=num_classes,
         mean=mean,
         std=std,
+    )
+
+
+def _splits(
+    cfg: DataConfig, root: Path, *, seed: int, download: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The whole dataset: (train images, train labels, test images, test labels, classes)."""
+    if cfg.dataset in ("cifar10", "cifar100"):
+        return _load_cifar(cfg.dataset, root, download=download)
+    if cfg.dataset == "digits":
+        return _load_digits(cfg.image_size)
+    if cfg.dataset == "synthetic":
+        return make_synthetic(
+            cfg.synthetic_train,
+            cfg.synthetic_test,
+            num_classes=cfg.synthetic_classes,
+            image_size=cfg.image_size,
+            seed=seed,
+        )
+    # DataConfig's Literal makes this unreachable from a validated config
+    raise ValueError(
+        f"unknown dataset {cfg.dataset!r}; choose from cifar10, cifar100, digits, synthetic"
     )
 
 

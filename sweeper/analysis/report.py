@@ -221,6 +221,34 @@ def _failures(part: pd.DataFrame, show: int = 10) -> list[str]:
     ]
 
 
+def _overview_section(rows: pd.DataFrame, metric: str) -> list[str]:
+    """The overview table: one line per sweep, its best variant against its baseline and its
+    spread, in points."""
+    summary = summarize(rows, metric)
+    view = summary.copy()
+    for col in ("best_delta", "spread"):
+        if col in view:
+            view[col] = [
+                (
+                    "-"
+                    if pd.isna(v)
+                    else f"{v * 100:+.2f}"
+                    if col == "best_delta"
+                    else f"{v * 100:.2f}"
+                )
+                for v in view[col]
+            ]
+    return [
+        "## Overview",
+        "",
+        to_markdown(view.fillna("-"), index=False),
+        "",
+        f"`best_delta` and `spread` are {metric} differences in points "
+        "(best variant minus baseline; best minus worst variant).",
+        "",
+    ]
+
+
 def write_report(
     source: str | Path | pd.DataFrame,
     out: str | Path,
@@ -255,29 +283,7 @@ def write_report(
             "(device = '" + SYNTHETIC_DEVICE + "'). They are not results.**",
             "",
         ]
-    summary = summarize(rows, metric)
-    view = summary.copy()
-    for col in ("best_delta", "spread"):
-        if col in view:
-            view[col] = [
-                (
-                    "-"
-                    if pd.isna(v)
-                    else f"{v * 100:+.2f}"
-                    if col == "best_delta"
-                    else f"{v * 100:.2f}"
-                )
-                for v in view[col]
-            ]
-    lines += [
-        "## Overview",
-        "",
-        to_markdown(view.fillna("-"), index=False),
-        "",
-        f"`best_delta` and `spread` are {metric} differences in points "
-        "(best variant minus baseline; best minus worst variant).",
-        "",
-    ]
+    lines += _overview_section(rows, metric)
     ok = ok_rows(rows)
     if len(ok) and ok[metric].notna().any():
         for stem, fig in (

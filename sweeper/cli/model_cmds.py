@@ -124,16 +124,9 @@ def scale(
     """RobustScaling: depths and widening factors that land on a MACs budget."""
     from pydantic import ValidationError
 
-    from sweeper.models import BLOCKS, count_macs, count_params, robust_scaling
+    from sweeper.models import count_macs, count_params, robust_scaling
 
-    if not math.isfinite(target_gmacs) or target_gmacs <= 0:
-        raise ConfigError(f"must be positive and finite, got {target_gmacs}", key="--target-gmacs")
-    if not 0 < depth_share < 1:
-        raise ConfigError(f"must be in (0, 1), got {depth_share}", key="--depth-share")
-    if block not in BLOCKS:
-        raise ConfigError(
-            f"unknown block {block!r}; choose from: {', '.join(BLOCKS)}", key="--block"
-        )
+    _check_scale_options(target_gmacs, depth_share, block)
     try:
         spec = robust_scaling(
             target_gmacs, depth_share=depth_share, block=block, match_budget=match_budget
@@ -172,6 +165,20 @@ def scale(
             ("params", f"{params / 1e6:.2f}M"),
         ],
     )
+
+
+def _check_scale_options(target_gmacs: float, depth_share: float, block: str) -> None:
+    """`sweeper scale`'s options, each bad one a ConfigError naming it."""
+    from sweeper.models import BLOCKS
+
+    if not math.isfinite(target_gmacs) or target_gmacs <= 0:
+        raise ConfigError(f"must be positive and finite, got {target_gmacs}", key="--target-gmacs")
+    if not 0 < depth_share < 1:
+        raise ConfigError(f"must be in (0, 1), got {depth_share}", key="--depth-share")
+    if block not in BLOCKS:
+        raise ConfigError(
+            f"unknown block {block!r}; choose from: {', '.join(BLOCKS)}", key="--block"
+        )
 
 
 def _num(value: float) -> float | int:

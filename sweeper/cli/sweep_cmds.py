@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
 
 
+# long: a typer command; 40 of its lines are its options, one each
 def run(
     space: Path = typer.Argument(
         ..., metavar="SPACE_OR_STUDY", help="a search-space YAML file, or the name of a "
@@ -94,6 +95,13 @@ def run(
                       gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,
                       max_failures=max_failures, retry_failed=retry_failed, progress=True,
                       order=order, select=select, log=trackers, log_uri=log_uri)  # fmt: skip
+    _print_summary(loaded, summary, as_json)
+    _say_skipped_failures(summary.plan, retry_failed)
+    raise typer.Exit(_exit_code(summary))
+
+
+def _print_summary(loaded: Any, summary: Any, as_json: bool) -> None:
+    """The run's rows: a table under a line of counts, or (--json) one JSON document."""
     rows = summary.rows
     if as_json:
         out = {
@@ -113,8 +121,6 @@ def run(
         _print_rows(rows, f"{loaded.name}: {summary.finished} of {summary.started} trial(s) "
                           f"finished in {summary.seconds:,.0f}s; rows in "
                           f"{summary.plan.sweep_uri}")  # fmt: skip
-    _say_skipped_failures(summary.plan, retry_failed)
-    raise typer.Exit(_exit_code(summary))
 
 
 def _say_skipped_failures(plan: Any, retry_failed: bool) -> None:

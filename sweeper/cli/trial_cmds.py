@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,6 @@ def trial(
 
     overrides = [*set_, *([f"runtime.workers={workers}"] if workers is not None else [])]
     cfg = load_trial_config(config, overrides)  # before torch is imported by the trial
-    from sweeper.trial import run_trial
-
     err = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -113,42 +112,56 @@ def trial(
                 info += "  evaluating..."
             progress.update(task, completed=record["epoch"], info=info)
 
-        keep = weights_dir.resolve() if weights_dir else None
-        if cfg.runtime.workers > 1:  # on Ray Train workers of a local Ray instance
-            from sweeper.sweep.runner import run_trial_on_workers
-
-            ckpt = str(checkpoint_dir.resolve()) if checkpoint_dir is not None else None
-            row = run_trial_on_workers(cfg, checkpoint_dir=ckpt, on_epoch=on_epoch,
-                                       weights=str(keep) if keep else None)  # fmt: skip
-        else:
-            row = run_trial(cfg, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch,
-                            weights_dir=keep)  # fmt: skip
+        row = _run(cfg, checkpoint_dir, weights_dir, on_epoch)
 
     if as_json:
         print(json.dumps({k: _jsonable(v) for k, v in row.items()}, indent=2))
     else:
-        out = Console()
-        out.print(f"trial {row['trial_id']}  status [bold]{row['status']}[/]")
-        if row["status"] == "ok":
-            out.print(
-                f"clean {_fraction(row['clean_acc'], row['clean_n'])}  "
-                f"PGD-{row['pgd_steps']} {_fraction(row['pgd_acc'], row['pgd_n'])}  "
-                f"CW-{row['cw_steps']} {_fraction(row['cw_acc'], row['cw_n'])}  "
-                f"AA {_fraction(row['aa_acc'], row['aa_n'])}"
-            )
-            if row.get("l2_eps") is not None or row.get("corruption_acc") is not None:
-                out.print(  # the other threat models (eval.threats)
-                    f"L2 {row['l2_eps']}: PGD {_fraction(row['l2_pgd_acc'], row['l2_pgd_n'])}  "
-                    f"AA {_fraction(row['l2_aa_acc'], row['l2_aa_n'])}  corruptions "
-                    f"{_fraction(row['corruption_acc'], row['corruption_n'])}"
-                )
-            out.print(
-                f"params {row['params']:,}  MACs {row['macs']:,}  train "
-                f"{row['train_seconds']:.1f}s  eval {row['eval_seconds']:.1f}s  on {row['device']}"
-            )
+        _print_metrics(row)
     if row["status"] != "ok":
         print(f"error: {row['error']}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _run(cfg: Any, checkpoint_dir: Path | None, weights_dir: Path | None,
+         on_epoch: Callable[[dict[str, Any]], None]) -> dict[str, Any]:  # fmt: skip
+    """The trial's row: run_trial here, or on Ray Train workers of a local Ray instance."""
+    keep = weights_dir.resolve() if weights_dir else None
+    if cfg.runtime.workers > 1:  # on Ray Train workers of a local Ray instance
+        from sweeper.sweep.runner import run_trial_on_workers
+
+        ckpt = str(checkpoint_dir.resolve()) if checkpoint_dir is not None else None
+        return run_trial_on_workers(cfg, checkpoint_dir=ckpt, on_epoch=on_epoch,
+                                    weights=str(keep) if keep else None)  # fmt: skip
+    from sweeper.trial import run_trial
+
+    return run_trial(cfg, checkpoint_dir=checkpoint_dir, on_epoch=on_epoch,
+                     weights_dir=keep)  # fmt: skip
+
+
+def _print_metrics(row: dict[str, Any]) -> None:
+    """The row's status, and of an ok trial its accuracies, size and times, one line each."""
+    from rich.console import Console
+
+    out = Console()
+    out.print(f"trial {row['trial_id']}  status [bold]{row['status']}[/]")
+    if row["status"] == "ok":
+        out.print(
+            f"clean {_fraction(row['clean_acc'], row['clean_n'])}  "
+            f"PGD-{row['pgd_steps']} {_fraction(row['pgd_acc'], row['pgd_n'])}  "
+            f"CW-{row['cw_steps']} {_fraction(row['cw_acc'], row['cw_n'])}  "
+            f"AA {_fraction(row['aa_acc'], row['aa_n'])}"
+        )
+        if row.get("l2_eps") is not None or row.get("corruption_acc") is not None:
+            out.print(  # the other threat models (eval.threats)
+                f"L2 {row['l2_eps']}: PGD {_fraction(row['l2_pgd_acc'], row['l2_pgd_n'])}  "
+                f"AA {_fraction(row['l2_aa_acc'], row['l2_aa_n'])}  corruptions "
+                f"{_fraction(row['corruption_acc'], row['corruption_n'])}"
+            )
+        out.print(
+            f"params {row['params']:,}  MACs {row['macs']:,}  train "
+            f"{row['train_seconds']:.1f}s  eval {row['eval_seconds']:.1f}s  on {row['device']}"
+        )
 
 
 def register(app: typer.Typer) -> None:
