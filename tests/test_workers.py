@@ -25,6 +25,7 @@ ray = pytest.importorskip("ray")
 
 from sweeper import attacks, distributed, results  # noqa: E402
 from sweeper.config import TrialConfig  # noqa: E402
+from sweeper.results.listing import entries  # noqa: E402
 from sweeper.space import load  # noqa: E402
 from sweeper.sweep import checkpoints  # noqa: E402
 from sweeper.sweep.plan import make_plan  # noqa: E402
@@ -262,8 +263,7 @@ def test_the_newest_checkpoint_is_a_folder_not_ray_trains_snapshot(tmp_path: Pat
     assert [p.name for p in checkpoint_folders(tmp_path)] == [
         "checkpoint_000001", "checkpoint_000002"
     ]
-    fs = pafs.LocalFileSystem()
-    listing = fs.get_file_info(pafs.FileSelector(str(tmp_path)))
+    listing = entries(pafs.LocalFileSystem(), str(tmp_path))
     assert sorted(i.base_name for i in listing if checkpoints.is_checkpoint(i)) == [
         "checkpoint_000001", "checkpoint_000002"
     ]

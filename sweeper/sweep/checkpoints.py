@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from sweeper import results
-from sweeper.results.listing import delete_dir, entries
+from sweeper.results.listing import Entry, delete_dir, entries
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint_"
@@ -31,11 +31,10 @@ DAMAGED_PREFIX = "damaged_"
 CHECKPOINT_FOLDER = re.compile(re.escape(PREFIX) + r"\d+")
 
 
-def is_checkpoint(info: Any) -> bool:
-    """A listing entry (sweeper.results.listing.Entry, or a pyarrow FileInfo) of a checkpoint
-    folder (Tune's or Ray Train's), nothing else."""
-    is_folder = info.is_dir if hasattr(info, "is_dir") else info.type == pafs.FileType.Directory
-    return is_folder and CHECKPOINT_FOLDER.fullmatch(info.base_name) is not None
+def is_checkpoint(entry: Entry) -> bool:
+    """A listing entry (`results.listing.entries`) of a checkpoint folder (Tune's or Ray
+    Train's), nothing else."""
+    return entry.is_dir and CHECKPOINT_FOLDER.fullmatch(entry.base_name) is not None
 
 
 def restore(sweep_uri: str, trial_id: str, workdir: str) -> str | None:
