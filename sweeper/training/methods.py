@@ -66,6 +66,19 @@ def _fgsm_rs(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen)
     return F.cross_entropy(logits.float(), y), logits
 
 
+def _two_passes(
+    model: nn.Module, x: Tensor, x_adv: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(logits, adversarial logits, and their log-softmax in fp32) of TRADES and MART. Two
+    forward passes, as in the reference: batch-norm statistics of the clean and the
+    adversarial batch stay separate (one concatenated pass would mix them)."""
+    logits = model(x)
+    logits_adv = model(x_adv)
+    log_p = F.log_softmax(logits.float(), dim=1)
+    log_p_adv = F.log_softmax(logits_adv.float(), dim=1)
+    return logits, logits_adv, log_p, log_p_adv
+
+
 def _trades(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) -> Out:
     """CE(f(x), y) + beta * KL(f(x) || f(x')), x' maximising the KL from x + 0.001 N(0,1)."""
     eps, step = _radius(cfg)
@@ -73,12 +86,7 @@ def _trades(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) 
         x_adv = attacks.trades_adversary(
             model, x, eps=eps, step_size=step, steps=cfg.steps, generator=gen, norm=cfg.norm
         )
-    # Two forward passes, as in the reference: batch-norm statistics of the clean and the
-    # adversarial batch stay separate (one concatenated pass would mix them).
-    logits = model(x)
-    logits_adv = model(x_adv)
-    log_p = F.log_softmax(logits.float(), dim=1)
-    log_p_adv = F.log_softmax(logits_adv.float(), dim=1)
+    logits, _, log_p, log_p_adv = _two_passes(model, x, x_adv)
     # kl_div(input=log q, target=log p) = KL(p || q); the gradient flows through both terms
     kl = F.kl_div(log_p_adv, log_p, reduction="batchmean", log_target=True)
     return F.nll_loss(log_p, y) + cfg.beta * kl, logits
@@ -92,10 +100,7 @@ def _mart(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: Gen) ->
     unconfident the model is on the clean input, so misclassified examples count more.
     """
     x_adv = _pgd_examples(model, x, y, cfg, gen)
-    logits = model(x)
-    logits_adv = model(x_adv)
-    log_p = F.log_softmax(logits.float(), dim=1)
-    log_p_adv = F.log_softmax(logits_adv.float(), dim=1)
+    _, logits_adv, log_p, log_p_adv = _two_passes(model, x, x_adv)
     p_adv = log_p_adv.exp()
     true = F.one_hot(y, p_adv.shape[1]).bool()
     top_wrong = p_adv.masked_fill(true, 0.0).amax(dim=1)
