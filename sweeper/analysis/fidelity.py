@@ -39,7 +39,13 @@ from sweeper.analysis.tables import (
     variant_table,
     with_factor_columns,
 )
-from sweeper.economics.match import fidelity_changes, identity_leaves, match_keys, studies
+from sweeper.economics.match import (
+    fidelity_changes,
+    identity_leaves,
+    match_keys,
+    matched,
+    studies,
+)
 from sweeper.economics.surrogate import cells_from_leaves
 from sweeper.errors import SweeperError
 
@@ -157,8 +163,7 @@ def pair_rows(
                 f"{name}: {repeated} trial(s) repeat a network and seed of another (rows of "
                 "one study at two fidelities in one folder?): give one sweep's folder"
             )
-    where = {k: i for i, k in enumerate(trial_high)}
-    pairs = [(i, where[k]) for i, k in enumerate(trial_low) if k in where]
+    pairs = matched(trial_low, trial_high)
     if not pairs:
         raise SweeperError(
             f"no trial of {names[0]} ({len(low)} ok) is a network and seed of {names[1]} "

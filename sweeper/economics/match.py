@@ -86,6 +86,13 @@ def match_keys(*sides: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[
     return trials, networks
 
 
+def matched(keys: Sequence[str], others: Sequence[str]) -> list[tuple[int, int]]:
+    """(i, j) for each of `keys` that `others` holds too (at its place j there), in the order
+    of `keys`: the trials of one side that are a network and seed of the other."""
+    where = {key: j for j, key in enumerate(others)}
+    return [(i, where[key]) for i, key in enumerate(keys) if key in where]
+
+
 def fidelity_changes(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]) -> dict:
     """The fidelity keys whose value differs between the sides: {key: (low, high)}."""
     out = {}

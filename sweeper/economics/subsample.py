@@ -16,7 +16,7 @@ import pandas as pd
 
 from sweeper import results
 from sweeper.config import TrialConfig
-from sweeper.economics.match import identity_leaves, match_keys, studies
+from sweeper.economics.match import identity_leaves, match_keys, matched, studies
 from sweeper.errors import SweeperError
 
 
@@ -67,8 +67,7 @@ def subsample_cells(
     cells = [identity_leaves(c) for c in configs]
     rows = [identity_leaves(c) for c in ok["config"]]
     (cell_keys, row_keys), _ = match_keys(cells, rows)
-    by_key = {key: i for i, key in enumerate(cell_keys)}
-    candidates = [(i, by_key[key]) for i, key in enumerate(row_keys) if key in by_key]
+    candidates = matched(row_keys, cell_keys)
     if not candidates:
         raise SweeperError(
             f"{name}: none of its {len(ok)} finished trials is a network and seed of this "
