@@ -187,3 +187,62 @@ def test_perf_and_economics_are_packages_of_their_own() -> None:
     assert {"sweeper.perf.timing", "sweeper.perf.calibrate", "sweeper.economics.adaptive"} <= set(
         graph
     )
+
+
+MAX_LINES = 60
+
+
+def _docstring_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+        first.value.value, str
+    ):
+        return first.end_lineno - first.lineno + 1  # type: ignore[operator]
+    return 0
+
+
+def long_functions(source: str, limit: int = MAX_LINES) -> list[tuple[int, str, int]]:
+    """(line, name, length) of every function or method, nested ones included, longer than
+    `limit` and without a reason: a comment starting `# long:` on its `def` line or the line
+    just above it (above the decorators, when it has any, or just above the `def`)."""
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        length = node.end_lineno - node.lineno + 1 - _docstring_lines(node)  # type: ignore[operator]
+        if length <= limit:
+            continue
+        top = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        near = {lines[node.lineno - 1], lines[top - 2] if top >= 2 else "",
+                lines[node.lineno - 2] if node.lineno >= 2 else ""}  # fmt: skip
+        if any("# long:" in line and line.split("# long:", 1)[1].strip() for line in near):
+            continue
+        found.append((node.lineno, node.name, length))
+    return found
+
+
+def test_no_function_is_longer_than_60_lines_without_a_reason() -> None:
+    """A function's length: its lines from the `def` line to its last line (nested functions
+    count in their parent too), less its docstring. Over 60 lines, it needs a comment
+    `# long: <why>` on the `def` line or the line just above it (or above its decorators):
+    split it into named steps unless splitting would hurt reading."""
+    over = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} {name} ({length} lines)"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line, name, length in long_functions(path.read_text())
+    ]
+    assert over == []
+
+
+def test_the_length_rule_counts_and_excuses_as_it_says() -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(59))
+    doc = '    """A docstring\n    of three\n    lines."""\n'
+    assert long_functions(f"def f():\n{doc}{body}") == []  # 60 lines without the docstring
+    assert long_functions(f"def f():\n{body}    x = 1\n") == [(1, "f", 61)]
+    assert long_functions(f"# long: a table of options\ndef f():\n{body}    x = 1\n") == []
+    assert long_functions(f"def f():  # long: one switch\n{body}    x = 1\n") == []
+    assert long_functions(f"# long: above the decorator\n@d\ndef f():\n{body}    x = 1\n") == []
+    assert long_functions(f"# long:\ndef f():\n{body}    x = 1\n") == [(2, "f", 61)]  # no reason
+    nested = "class C:\n    def m(self):\n" + body.replace("    ", "        ") + "        y = 1\n"
+    assert long_functions(nested) == [(2, "m", 61)]

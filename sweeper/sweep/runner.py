@@ -98,15 +98,50 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
     """
     from ray import tune
 
-    from sweeper.data import adopt_data_dir, anchor_data_dir
     from sweeper.sweep import checkpoints, storage, workers
 
     search = space.doc.search
-    worst = 0.0 if search.mode == "max" else 1.0
+    worst = _worst(space)
+    config = _config_to_run(params, sweep_uri=sweep_uri, space=space, driver_dirs=driver_dirs)
+    if config is None:  # reported already: outside the constraints, or its ok row is kept
+        return
+    workdir = storage.make_scratch(config.trial_id)
+    try:
+        warning = checkpoints.restore(sweep_uri, config.trial_id, workdir)
+        note = {"warning": warning} if warning else {}  # shown in the driver's log
+        on_epoch, on_ready = _reporters(config, workdir, sweep_uri=sweep_uri, space=space,
+                                        note=note)  # fmt: skip
+        row = _train(config, trial_fn, workdir=workdir, sweep_uri=sweep_uri, options=options,
+                     on_epoch=on_epoch, on_ready=on_ready)  # fmt: skip
+        row = _keep_row(sweep_uri, config.trial_id, row, space, varying)
+        workers.drop_train_checkpoints(sweep_uri, config.trial_id)
+        checkpoints.drop_other_runs(
+            sweep_uri, config.trial_id, tune.get_context().get_experiment_name()
+        )
+        tune.report({**_metrics(row, search.metric, worst), **note})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _worst(space: SearchSpace) -> float:
+    """The metric a trial without one reports: the searcher ranks it last."""
+    return 0.0 if space.doc.search.mode == "max" else 1.0
+
+
+def _config_to_run(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
+                   driver_dirs: tuple[str, str] | None) -> TrialConfig | None:  # fmt: skip
+    """The trial's config, its data folders the driver's; None, reported to Tune, when there
+    is nothing to train: outside the space's constraints, or its ok row is there already."""
+    from ray import tune
+
+    from sweeper.data import adopt_data_dir, anchor_data_dir
+
+    search = space.doc.search
+    worst = _worst(space)
     config = trial_config(space, params)
     if config is None:  # outside the space's constraints: nothing to train
         tune.report({search.metric: worst, "status": "constrained"})
-        return
+        return None
     if driver_dirs is not None:
         cwd, default = driver_dirs
         adopt_data_dir(default)
@@ -115,59 +150,80 @@ def _trainable(params: dict[str, Any], *, sweep_uri: str, space: SearchSpace,
     previous = None if PARAM in params else results.read_row(sweep_uri, config.trial_id)
     if previous is not None and previous["status"] == "ok":
         tune.report(_metrics(previous, search.metric, worst))
-        return
+        return None
+    return config
+
+
+def _reporters(config: TrialConfig, workdir: str, *, sweep_uri: str, space: SearchSpace,
+               note: dict[str, Any]) -> tuple[Callable[[dict[str, Any]], None],
+                                              Callable[[], None]]:  # fmt: skip
+    """The trial's reports to Tune: each epoch's numbers with its checkpoint, and (a
+    multi-worker trial's) that all its workers run."""
+    from ray import tune
+
+    from sweeper.sweep import workers
+
+    search = space.doc.search
+    worst = _worst(space)
+    multi = config.runtime.workers > 1
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        metric = record.get("holdout_pgd_acc", worst)
+        # a multi-worker trial's checkpoint is Ray Train's (sweeper.sweep.workers)
+        checkpoint = None if multi else tune.Checkpoint.from_directory(workdir)
+        try:  # the checkpoint is copied into the store's _ray/ folder
+            tune.report({**_numbers(record), search.metric: metric, **note},
+                        checkpoint=checkpoint)  # fmt: skip
+        except (OSError, RuntimeError) as err:
+            raise storage_error(err, f"{sweep_uri}/_ray") or err from None
+
+    def on_ready() -> None:  # a multi-worker trial's workers all run (sweep.admission)
+        tune.report({search.metric: worst, workers.WORKERS_READY: config.runtime.workers})
+
+    return on_epoch, on_ready
+
+
+def _train(config: TrialConfig, trial_fn: TrialFn | None, *, workdir: str, sweep_uri: str,
+           options: RunOptions | None, on_epoch: Callable[[dict[str, Any]], None],
+           on_ready: Callable[[], None]) -> dict[str, Any]:  # fmt: skip
+    """The trial's row: run_trial in this actor, or on Ray Train workers when it has more
+    than one; a trial's own error is its failed row, a storage fault stops the run."""
+    from sweeper.sweep import workers
+
     if trial_fn is None:
         from sweeper.trial import run_trial as trial_fn
 
     multi = config.runtime.workers > 1
-    workdir = storage.make_scratch(config.trial_id)
     try:
-        warning = checkpoints.restore(sweep_uri, config.trial_id, workdir)
-        note = {"warning": warning} if warning else {}  # shown in the driver's log
-
-        def on_epoch(record: dict[str, Any]) -> None:
-            metric = record.get("holdout_pgd_acc", worst)
-            # a multi-worker trial's checkpoint is Ray Train's (sweeper.sweep.workers)
-            checkpoint = None if multi else tune.Checkpoint.from_directory(workdir)
-            try:  # the checkpoint is copied into the store's _ray/ folder
-                tune.report({**_numbers(record), search.metric: metric, **note},
-                            checkpoint=checkpoint)  # fmt: skip
-            except (OSError, RuntimeError) as err:
-                raise storage_error(err, f"{sweep_uri}/_ray") or err from None
-
-        def on_ready() -> None:  # a multi-worker trial's workers all run (sweep.admission)
-            tune.report({search.metric: worst, workers.WORKERS_READY: config.runtime.workers})
-
-        try:
-            if multi:
-                opts = options or RunOptions()
-                row = workers.run_on_workers(
-                    config, on_epoch=on_epoch, on_ready=on_ready, sweep_uri=sweep_uri,
-                    resume_from=workdir, trial_fn=trial_fn, cpus_per_worker=opts.cpus_per_trial,
-                    max_failures=opts.max_failures, weights=workers.INTO_SWEEP,
-                )  # fmt: skip
-            else:
-                row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True,
-                               weights_dir=os.path.join(workdir, "weights"))  # fmt: skip
-        except StorageError:
-            raise  # no row can be written either: the run stops
-        except Exception as err:  # noqa: BLE001 - a trial's bug is its row, not the sweep's end
-            row = failed_row(config, f"{type(err).__name__}: {err}")
-            if multi:  # rank 0 stored what it trained before failing
-                row["weights"] = results.stored_weights(sweep_uri, config.trial_id,
-                                                        config.eval.checkpoint)  # fmt: skip
-        kept = results.read_row(sweep_uri, config.trial_id) if row["status"] != "ok" else None
-        if kept is not None and kept["status"] == "ok":
-            row = kept  # never replace an ok row (a second driver's) with a failure
+        if multi:
+            opts = options or RunOptions()
+            row = workers.run_on_workers(
+                config, on_epoch=on_epoch, on_ready=on_ready, sweep_uri=sweep_uri,
+                resume_from=workdir, trial_fn=trial_fn, cpus_per_worker=opts.cpus_per_trial,
+                max_failures=opts.max_failures, weights=workers.INTO_SWEEP,
+            )  # fmt: skip
         else:
-            _store(sweep_uri, row, space, varying)
-        workers.drop_train_checkpoints(sweep_uri, config.trial_id)
-        checkpoints.drop_other_runs(
-            sweep_uri, config.trial_id, tune.get_context().get_experiment_name()
-        )
-        tune.report({**_metrics(row, search.metric, worst), **note})
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+            row = trial_fn(config, checkpoint_dir=workdir, on_epoch=on_epoch, catch=True,
+                           weights_dir=os.path.join(workdir, "weights"))  # fmt: skip
+    except StorageError:
+        raise  # no row can be written either: the run stops
+    except Exception as err:  # noqa: BLE001 - a trial's bug is its row, not the sweep's end
+        row = failed_row(config, f"{type(err).__name__}: {err}")
+        if multi:  # rank 0 stored what it trained before failing
+            row["weights"] = results.stored_weights(sweep_uri, config.trial_id,
+                                                    config.eval.checkpoint)  # fmt: skip
+    return row
+
+
+def _keep_row(sweep_uri: str, trial_id: str, row: dict[str, Any], space: SearchSpace,
+              varying: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """The row that stands for the trial: its own, stored, unless it failed and an ok row
+    (a second driver's) is there already, which is never replaced."""
+    kept = results.read_row(sweep_uri, trial_id) if row["status"] != "ok" else None
+    if kept is not None and kept["status"] == "ok":
+        return kept
+    _store(sweep_uri, row, space, varying)
+    return row
 
 
 def _metrics(row: dict[str, Any], metric: str, worst: float) -> dict[str, Any]:
@@ -448,13 +504,39 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     run's SIGTERM state (sweeper.sweep.signals), which learns of the progress."""
     from ray import tune
 
-    from sweeper.data import default_data_dir
     from sweeper.sweep.checkpoints import drop_checkpoints
     from sweeper.sweep.progress import SweepProgress
-    from sweeper.sweep.search import optuna_search
-    from sweeper.sweep.trackers import tracker_callbacks
 
-    space = plan.space
+    fs, base, storage = _tune_storage(plan)
+    trainable, most_workers, at_once = _tune_trainable(plan, options, trial_fn)
+    param_space, tune_config = _tune_search(plan, options, most_workers, at_once)
+    search = plan.space.doc.search
+    progress = SweepProgress(plan, metric=search.metric, enabled=options.progress)
+    stopper = _lease_stopper(lease)
+    run_config = _tune_run_config(plan, options, progress, stopper, storage)
+    tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                       run_config=run_config)  # fmt: skip
+    if term is not None:
+        term.progress = progress
+    faults = _tune_storage_faults(stopper, storage["storage_path"])
+    with progress, _tune_stop_signal_restored(), faults:
+        try:
+            tuner.fit()
+        except Exception as err:  # Tune's own files in _ray/ could not be written
+            raise storage_error(err, storage["storage_path"]) or err from None
+    _raise_storage_fault(stopper, lease)
+    if term is None or not term.received:  # SIGTERM kills trials too: theirs are no failures
+        _record_lost_trials(plan, progress.lost.values())
+    # Ctrl+C (SIGINT) or SIGUSR1 ends tuner.fit() normally, its running trials marked
+    # TERMINATED: keep the checkpoints unless every trial made its final report (or errored)
+    if len(progress.finished) >= plan.budget:
+        drop_checkpoints(fs, f"{base}/_ray/{run_config.name}")
+    return progress
+
+
+def _tune_storage(plan: Plan) -> tuple[Any, str, dict[str, Any]]:
+    """Where Tune keeps its experiment files (the sweep's _ray/ folder, created here):
+    (filesystem, base path, RunConfig's storage arguments)."""
     fs, base = results.location(plan.sweep_uri)
     try:
         fs.create_dir(f"{base}/_ray", recursive=True)
@@ -463,6 +545,18 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
     storage: dict[str, Any] = {"storage_path": f"{base}/_ray"}
     if "://" in plan.sweep_uri:
         storage["storage_filesystem"] = fs
+    return fs, base, storage
+
+
+def _tune_trainable(plan: Plan, options: RunOptions,
+                    trial_fn: TrialFn | None) -> tuple[Any, int, int | None]:  # fmt: skip
+    """`_trainable` with the run's arguments and each trial's resources: (trainable, the
+    most workers a trial runs on, how many such trials fit at once when that is over one)."""
+    from ray import tune
+
+    from sweeper.data import default_data_dir
+
+    space = plan.space
     # Data folders are the driver's ($SWEEPER_DATA or ./data, and a relative runtime.data_dir,
     # made absolute here): Tune runs each trial in a working folder of its own
     driver_dirs = (os.getcwd(), str(default_data_dir().resolve()))
@@ -476,6 +570,19 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
         resources = _trial_resources(options, _search_workers(space))
         at_once = _fits_at_once(most_workers, options)
     trainable = tune.with_resources(trainable, resources)
+    return trainable, most_workers, at_once
+
+
+def _tune_search(plan: Plan, options: RunOptions, most_workers: int,
+                 at_once: int | None) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    """What picks the next trial, as (param_space, TuneConfig): Optuna for a search, the
+    surrogate for --order adaptive, the biggest trials first when some run on several
+    workers, else Tune's grid over the plan's configs."""
+    from ray import tune
+
+    from sweeper.sweep.search import optuna_search
+
+    space = plan.space
     search = space.doc.search
     reuse = most_workers == 1  # a multi-worker trial's actor only drives its workers
     named = {"trial_dirname_creator": _dirname, "trial_name_creator": _dirname}
@@ -506,9 +613,18 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
         param_space = {PARAM: tune.grid_search([c.model_dump_json() for c in plan.to_run])}
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=options.max_concurrent,
                                       reuse_actors=reuse, **named)  # fmt: skip
-    progress = SweepProgress(plan, metric=search.metric, enabled=options.progress)
-    stopper = _lease_stopper(lease)
-    run_config = tune.RunConfig(
+    return param_space, tune_config
+
+
+def _tune_run_config(plan: Plan, options: RunOptions, progress: Any, stopper: Any,
+                     storage: dict[str, Any]) -> Any:  # fmt: skip
+    """Tune's RunConfig: a run name of its own, the driver's callbacks and stopper, one kept
+    checkpoint per trial, the retries, and where its files go."""
+    from ray import tune
+
+    from sweeper.sweep.trackers import tracker_callbacks
+
+    return tune.RunConfig(
         name=f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{os.getpid()}",
         verbose=0,
         progress_reporter=None,
@@ -518,24 +634,6 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         **storage,
     )
-    tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                       run_config=run_config)  # fmt: skip
-    if term is not None:
-        term.progress = progress
-    faults = _tune_storage_faults(stopper, storage["storage_path"])
-    with progress, _tune_stop_signal_restored(), faults:
-        try:
-            tuner.fit()
-        except Exception as err:  # Tune's own files in _ray/ could not be written
-            raise storage_error(err, storage["storage_path"]) or err from None
-    _raise_storage_fault(stopper, lease)
-    if term is None or not term.received:  # SIGTERM kills trials too: theirs are no failures
-        _record_lost_trials(plan, progress.lost.values())
-    # Ctrl+C (SIGINT) or SIGUSR1 ends tuner.fit() normally, its running trials marked
-    # TERMINATED: keep the checkpoints unless every trial made its final report (or errored)
-    if len(progress.finished) >= plan.budget:
-        drop_checkpoints(fs, f"{base}/_ray/{run_config.name}")
-    return progress
 
 
 @contextmanager
