@@ -42,7 +42,8 @@ def measure(n: int, out: Path, cpus: int) -> dict[str, Any]:
     root.mkdir(parents=True)
     space = root / "noop.yaml"
     seeds = ", ".join(str(i) for i in range(n))
-    space.write_text(f"sweep: noop\nbase:\n  train: {{epochs: 1}}\nseeds: [{seeds}]\n")
+    base = "{data: {dataset: synthetic}, train: {epochs: 1}}"  # no-op trials read no data
+    space.write_text(f"sweep: noop\nbase: {base}\nseeds: [{seeds}]\n")
     options = RunOptions(results=str(root / "results"), progress=False)
     t0 = time.perf_counter()
     summary = run_sweep(load(space), options, trial_fn=noop_trial)
