@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from sweeper import results
-from sweeper.results.listing import delete_dir, entries
+from sweeper.results.listing import delete_dir, entries, warn_link
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint_"
@@ -130,7 +130,10 @@ def drop_finished(sweep_uri: str, finished: set[str]) -> None:
 def _is_folder(fs: Any, path: str) -> bool:
     """Whether `path` is a folder, not a link to one; raises OSError."""
     if isinstance(fs, pafs.LocalFileSystem):
-        return os.path.isdir(path) and not os.path.islink(path)
+        if os.path.islink(path):
+            warn_link(path)
+            return False
+        return os.path.isdir(path)
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
