@@ -6,6 +6,8 @@ once) through the real runner, `sweeper.sweep.runner.run_sweep`, on a local Ray 
 One JSON line per N: `trials`, `seconds` (run_sweep's wall time: plan, Tune, rows, compaction;
 Ray is started before and not counted), `ms_per_trial`, `rows` (rows read back, once each),
 `cpus`. Target (issue 19): < 100 ms per trial on 2 cores, flat from 200 to 2,000 trials.
+A first, unreported run of `--warmup` trials pays the one-time costs (imports of torch and of
+Tune's integrations, Ray's first worker processes), which would otherwise land on the first N.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def measure(n: int, out: Path, cpus: int) -> dict[str, Any]:
     root.mkdir(parents=True)
     space = root / "noop.yaml"
     seeds = ", ".join(str(i) for i in range(n))
-    space.write_text(f"sweep: noop\nbase:\n  train: {{epochs: 1}}\nseeds: [{seeds}]\n")
+    base = "{data: {dataset: synthetic}, train: {epochs: 1}}"  # no-op trials read no data
+    space.write_text(f"sweep: noop\nbase: {base}\nseeds: [{seeds}]\n")
     options = RunOptions(results=str(root / "results"), progress=False)
     t0 = time.perf_counter()
     summary = run_sweep(load(space), options, trial_fn=noop_trial)
@@ -58,6 +61,7 @@ def main() -> None:
     parser.add_argument("--trials", default="200", help="comma-separated trial counts")
     parser.add_argument("--out", default="/tmp/sweeper-driver-overhead")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance")
+    parser.add_argument("--warmup", type=int, default=20, help="trials run first, unreported")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     import ray
@@ -67,6 +71,9 @@ def main() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _init_ray(RunOptions(), num_cpus=args.cpus)
     try:
+        if args.warmup:
+            measure(args.warmup, Path(args.out), args.cpus)
+            shutil.rmtree(Path(args.out) / f"trials-{args.warmup}", ignore_errors=True)
         for n in (int(x) for x in args.trials.split(",")):
             record = measure(n, Path(args.out), args.cpus)
             print(json.dumps(record) if args.json else record, flush=True)

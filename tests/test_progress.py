@@ -140,3 +140,25 @@ def test_the_live_view_ranks_like_status(tmp_path: Path) -> None:
     text = _render(view, 120)
     assert "best so far (by aa_acc)" in text
     assert text.index(ids[1]) < text.index(ids[0])
+
+
+def test_the_live_view_renders_at_a_bounded_rate_and_misses_no_event(tmp_path: Path) -> None:
+    """Issue 19: a render per Tune event ranks every finished trial each time (quadratic over
+    a long run); events closer than the redraw interval wait for the next step."""
+    view, (a, b, c), _, _, clock = _setup(tmp_path, plain=False)
+    renders = []
+    with view:
+        view.render = lambda: renders.append(len(view.finished)) or ""  # type: ignore[method-assign]
+        for trial in (a, b, c):  # three trials end within one redraw interval
+            view.on_trial_start(0, [], trial)
+            view.on_trial_result(0, [], trial, {"status": "ok", "cw_acc": 0.3})
+            view.on_trial_complete(0, [], trial)
+        assert len(renders) <= 1
+        view.on_step_end(0, [])  # still within the interval: nothing new
+        clock.now += 1
+        view.on_step_end(0, [])  # the next step draws what the skipped events changed
+        assert renders[-1] == 3
+        clock.now += 1
+        count = len(renders)
+        view.on_step_end(0, [])  # nothing happened since: no render
+        assert len(renders) == count

@@ -7,6 +7,7 @@ blocks raise ValueErrors that name the offending field.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import torch
@@ -47,9 +48,12 @@ def _names(spec: ArchSpec) -> list[str]:
     return problems
 
 
-def _channels(spec: ArchSpec) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def _channels(spec: ArchSpec) -> tuple[str, ...]:
     """Channel divisibility, and the blocks' parameter count against MAX_PARAMS (the blocks
-    after the first two of a stage repeat the second)."""
+    after the first two of a stage repeat the second). Remembered per spec (frozen, hashable):
+    building the blocks takes tens of ms, and a sweep's driver validates each trial's config
+    several times, most of them sharing one architecture."""
     block = BLOCKS.get(spec.block)
     params = 0
     with torch.device("meta"):
@@ -58,21 +62,21 @@ def _channels(spec: ArchSpec) -> list[str]:
                 try:
                     module = block(in_ch, planes, stride=stride, **block_options(spec, i))
                 except ValueError as err:
-                    return [f"{err} (stage {i + 1})"]  # the first is enough to act on
+                    return (f"{err} (stage {i + 1})",)  # the first is enough to act on
                 size = sum(p.numel() for p in module.parameters())
                 params += size * (1 if j == 0 else len(stage) - 1)
     if params > MAX_PARAMS:
-        return [
+        return (
             f"depths, widths: {params / 1e9:,.1f} billion parameters in the blocks, more than "
-            f"the {MAX_PARAMS / 1e9:g} billion any network of a sweep may have"
-        ]
-    return []
+            f"the {MAX_PARAMS / 1e9:g} billion any network of a sweep may have",
+        )
+    return ()
 
 
 def check_spec(spec: ArchSpec) -> None:
     """Raise one ValueError listing every problem, each naming its field."""
     problems = _names(spec)
     if not problems:
-        problems = _channels(spec)
+        problems = list(_channels(spec))
     if problems:
         raise ValueError("; ".join(problems))

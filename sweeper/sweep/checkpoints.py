@@ -13,6 +13,7 @@ runs left for it are dead weight and go too.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from sweeper import results
-from sweeper.results.listing import Entry, delete_dir, entries
+from sweeper.results.listing import Entry, delete_dir, entries, warn_link
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint_"
@@ -80,8 +81,10 @@ def previous_checkpoint(sweep_uri: str, trial_id: str, into: str) -> tuple[Any, 
     found = []
     try:
         for run in _folders(fs, f"{base}/_ray"):
-            if trial_id not in {t.base_name for t in _folders(fs, run.path)}:
-                continue  # (a link named like the trial is no folder of ours)
+            # one look at the trial's folder, not a listing of the run's (which grows with
+            # its trials: quadratic over a run); a link named like the trial is no folder
+            if not _is_folder(fs, f"{run.path}/{trial_id}"):
+                continue
             found += [i for i in _folders(fs, f"{run.path}/{trial_id}") if is_checkpoint(i)]
         if not found:
             return None
@@ -121,6 +124,16 @@ def drop_finished(sweep_uri: str, finished: set[str]) -> None:
                     drop_checkpoints(fs, trial.path, root=base)
     except OSError:
         pass  # disk space, not correctness
+
+
+def _is_folder(fs: Any, path: str) -> bool:
+    """Whether `path` is a folder, not a link to one; raises OSError."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        if os.path.islink(path):
+            warn_link(path)
+            return False
+        return os.path.isdir(path)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
 def _folders(fs: Any, path: str) -> list[Any]:

@@ -6,6 +6,7 @@ and only `sweeper.sweep.runner` turns it into Ray Tune trials.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,11 +90,19 @@ def varying_columns(space: SearchSpace, configs: list[TrialConfig]) -> list[str]
     return varying_keys(flatten(c.identity()) for c in configs)
 
 
+@functools.lru_cache(maxsize=1024)
+def config_of(text: str) -> TrialConfig:
+    """A grid cell's TrialConfig from its JSON param. The driver asks for each trial's
+    several times (its folder name, its Tune name, the progress view) and validation builds
+    model blocks: remembered, since a TrialConfig is frozen."""
+    return TrialConfig.model_validate_json(text)
+
+
 def trial_config(space: SearchSpace, params: dict[str, Any]) -> TrialConfig | None:
     """The trial a Tune trial's params stand for: a grid cell's JSON, or an Optuna point
     resolved in the space (None when it falls outside the space's constraints)."""
     if PARAM in params:
-        return TrialConfig.model_validate_json(params[PARAM])
+        return config_of(params[PARAM])
     dists = search_params(space)
     point = {k: dists[k].choice[v] if dists[k].choice is not None else v
              for k, v in params.items() if k in dists}  # fmt: skip

@@ -38,6 +38,7 @@ from sweeper.sweep.plan import (
     Plan,
     RunOptions,
     Select,
+    config_of,
     make_plan,
     sweep_uri_of,
     trial_config,
@@ -334,7 +335,7 @@ def _trial_resources(options: RunOptions, search_workers: int) -> Callable[[dict
     def per_trial(params: dict[str, Any]) -> Any:
         workers = search_workers
         if PARAM in params:
-            workers = TrialConfig.model_validate_json(params[PARAM]).runtime.workers
+            workers = config_of(params[PARAM]).runtime.workers
         return driver if workers > 1 else one_worker
 
     return per_trial
@@ -732,7 +733,7 @@ def _raise_storage_fault(stopper: Any, lease: results.Lease | None) -> None:
 def _dirname(trial: Any) -> str:
     config = trial.config.get(PARAM)
     if isinstance(config, str):
-        return TrialConfig.model_validate_json(config).trial_id
+        return config_of(config).trial_id
     return f"trial-{trial.trial_id}"
 
 
