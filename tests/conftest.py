@@ -25,37 +25,87 @@ os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
 
 # fixtures that start Ray: a test using one (autouse ones included) is a Ray test
 RAY_FIXTURES = {"ray_instance", "local_ray", "cluster"}
-# tests that start Ray in a subprocess (`sweeper run`, `ray start`): whole files or file::test
+# tests that start Ray in a subprocess (`sweeper run`, `ray start`) or start and stop it within
+# the test: a whole file, a test, or a prefix of tests ("file::test_prefix")
 RAY_TESTS = {
     "test_run_cli.py",
     "test_storage.py::test_a_node_that_does_not_see_the_results_store_is_one_error",
+    "test_storage_faults.py::test_a_trial_on_a_full_disk_stops_the_run_without_retries",
+    "test_transfer.py::test_a_cpu_digits_study_then_transfer",
 }
-# long ones (measured with --durations on a loaded 2-core machine, 2026-12-06): training to
-# a quality bar, installing a wheel, benchmarks, a module fixture that trains two trials
+# long ones: over ~1.5 s, measured with --durations on the 2-core machine under load
+# (2026-12-06): training to a quality bar, whole studies' dry runs, wheels, benchmarks,
+# notebooks, subprocesses of the CLI. The quick lane (`-m "not ray and not slow"`) is what
+# is left: under 2 minutes.
 SLOW_TESTS = {
+    "test_adaptive.py::test_surrogate_ranks_and_concludes",
+    "test_adaptive.py::test_adaptive_order_reaches_the_planted_best_early",
     "test_analysis.py::test_demo_without_training",
+    "test_analysis.py::test_report",
+    "test_analysis_folder.py",
+    "test_attacks.py::test_autoattack",
+    "test_attacks.py::test_pgd_and_cw_drive_accuracy_far_below_clean",
+    "test_attacks.py::test_trades_adversary_moves_the_prediction",
     "test_bench.py",
+    "test_bounds.py::test_a_huge_depth_is_refused_within_4_gb",
+    "test_bounds.py::test_epochs_1e9_is_refused_before_torch_is_imported",
+    "test_bounds.py::test_an_axis_lists_at_most_max_cells_values",
+    "test_bounds.py::test_an_alias_bomb_in_a_zip_axis_is_refused_before_expansion",
+    "test_calibrate.py::test_quick_calibration_round_trips",
+    "test_calibrate.py::test_a_trials_cost_is_counted_at_its_data_image_size",
+    "test_channel_mixing.py",
+    "test_demo.py",
+    "test_export_program.py",
     "test_fidelity.py::test_kendall_interval_covers_the_planted_tau",
-    "test_store.py",
+    "test_fidelity.py::test_report_has_a_fidelity_section_for_sweeps_of_one_study",
+    "test_fidelity.py::test_fidelity_of_real_trials",
+    "test_fidelity.py::test_cli_json_table_plot_and_errors",
     "test_install.py::test_the_wheel_runs_the_packaged_studies_from_an_empty_directory",
+    "test_models.py::test_match_width_lands_on_target",
+    "test_models.py::test_macs_tally_matches_whole_model",
+    "test_models.py::test_robust_block_defaults_are_the_papers",
+    "test_power.py::test_seed_spread_is_read_from_earlier_rows",
+    "test_preflight.py::test_a_gpu_per_trial_where_ray_sees_no_gpu_is_one_line_and_exit_2",
+    "test_preflight.py::test_a_cifar_study_without_cifar_is_one_line_and_exit_2_with_no_rows",
+    "test_presets.py",
+    "test_reference.py::test_conv_type_bottlenecks_keep_their_middle_width",
+    "test_scaling.py::test_pathological_metrics_are_clear_errors",
+    "test_scaling.py::test_cli_json_plot_and_errors",
+    "test_scaling.py::test_noise_without_curvature_claims_no_optimum",
+    "test_space_fuzz.py::test_mutated_smoke",
+    "test_space_fuzz.py::test_mutated_documents[robustresnets]",
+    "test_storage_faults.py::test_real_read_only_store_run_and_eval_are_one_line_exit_2",
+    "test_store.py",
+    "test_studies.py::test_kernel_cells_differ_in_the_kernel_alone",
+    "test_studies.py::test_at_methods_crosses_methods_with_networks",
+    "test_subsample.py::test_cli_dry_run_and_errors",
+    "test_threats.py",
     "test_training.py::test_adversarial_training_beats_clean_under_pgd",
+    "test_transfer.py::test_transfer_reports_tau_with_ci_the_plot_and_the_sign_changes",
+    "test_transfer.py::test_report_has_a_threat_model_section",
     "test_trial.py::test_digits_trains_a_robust_model_in_a_minute",
     "test_trial.py::test_ok_row_has_every_column",
+    "test_trial.py::test_interrupted_trial_resumes_to_the_same_metrics",
+    "test_trial.py::test_cli_trial",
+    "test_trial.py::test_best_checkpoint_and_stop_epoch_reach_the_row",
     "test_workers.py::test_sharded_evaluation_counts_every_point_once",
 }
 
 
-def _keys(item: pytest.Item) -> set[str]:
+def _matches(item: pytest.Item, entries: set[str]) -> bool:
+    """A file's name, or "file::test" where test is a prefix of the test's name."""
     name = item.path.name
-    return {name, f"{name}::{getattr(item, 'originalname', item.name)}"}
+    if name in entries:
+        return True
+    return any(e.startswith(f"{name}::") and f"{name}::{item.name}".startswith(e)
+               for e in entries)  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        keys = _keys(item)
-        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) or keys & RAY_TESTS:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) or _matches(item, RAY_TESTS):
             item.add_marker(pytest.mark.ray)
-        if keys & SLOW_TESTS:
+        if _matches(item, SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
 
 
