@@ -190,12 +190,13 @@ def _failing_write(error: OSError) -> Any:
 
 
 def test_stale_temps_of_killed_writers_are_removed_and_only_those(tmp_path: Path) -> None:
-    sweep = tmp_path / "tiny"
-    (sweep / "_weights" / "abc").mkdir(parents=True)
-    (sweep / "_lease").mkdir()
-    old = [sweep / ".abc.parquet.0123abcd.tmp", sweep / "_weights/abc/.final.pt.89abcdef.tmp",
-           sweep / "_lease" / f".{'a' * 32}.tmp", sweep / "_lease" / f".{'b' * 32}.renew.tmp",
-           sweep / ".last.pt.4242.tmp"]  # fmt: skip
+    sweep, state = tmp_path / "tiny", tmp_path / "_state" / "tiny"  # both folders are searched
+    sweep.mkdir()
+    (state / "_weights" / "abc").mkdir(parents=True)
+    (state / "_lease").mkdir()
+    old = [sweep / ".abc.parquet.0123abcd.tmp", state / "_weights/abc/.final.pt.89abcdef.tmp",
+           state / "_lease" / f".{'a' * 32}.tmp", state / "_lease" / f".{'b' * 32}.renew.tmp",
+           state / ".rows.parquet.0123abcd.tmp", sweep / ".last.pt.4242.tmp"]  # fmt: skip
     young = sweep / ".def.parquet.0123abcd.tmp"
     foreign = [sweep / "notes.tmp", sweep / ".mine.tmp", sweep / "abc.parquet"]
     outside = tmp_path / "outside"

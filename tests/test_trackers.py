@@ -44,7 +44,7 @@ def test_mlflow_writes_into_the_sweep_folder_unless_the_sweep_is_remote(tmp_path
     from types import SimpleNamespace
 
     local = SimpleNamespace(sweep_uri=str(tmp_path / "r" / "smoke"))
-    assert default_log_uri(local) == str(tmp_path / "r" / "smoke" / "_mlflow")  # type: ignore[arg-type]
+    assert default_log_uri(local) == str(tmp_path / "r" / "_state" / "smoke" / "_mlflow")  # type: ignore[arg-type]
     remote = SimpleNamespace(sweep_uri="s3://bucket/r/smoke")
     assert default_log_uri(remote).endswith("mlruns")  # type: ignore[arg-type]
 

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError, first_line, storage_error
 from sweeper.results.columns import aligned, complete, extra_columns, with_varying
-from sweeper.results.layout import LOG_DIR, OLD_STATE_NAMES, state_dir
+from sweeper.results.layout import LOG_DIR, OLD_STATE_NAMES, STATE_DIR, state_dir
 from sweeper.results.listing import Entry, entries, linked
 from sweeper.schema import COLUMNS, SCHEMA, check_row
 
@@ -113,6 +113,10 @@ def write_log(fs: pafs.FileSystem, folder: str, key: str, table: pa.Table) -> st
 
     final = f"{state_dir(folder)}/{LOG_DIR}/{key}.parquet"
     write_atomic(fs, final, write)
+    try:  # the table's folder is there from the first row on (`ls RESULTS`, status of a root)
+        fs.create_dir(folder, recursive=True)
+    except OSError as err:
+        raise (storage_error(err, folder) or err) from None
     return final
 
 
@@ -214,14 +218,18 @@ def _is_dir(fs: pafs.FileSystem, path: str) -> bool:
 
 
 def _folders(fs: pafs.FileSystem, path: str) -> list[Folder]:
-    """Every table folder at or below `path` (a sweep folder, or a root of sweep folders)."""
+    """Every table folder at or below `path` (a sweep folder, or a root of sweep folders; a
+    sweep whose rows are all in its log yet may have only its state folder, `_state/<name>`)."""
     folder = table_folder(fs, path)
     if folder is not None:
         return [folder]
+    subs = {e.base_name: e.path for e in entries(fs, path) if e.is_dir}
+    for state in entries(fs, f"{path.rstrip('/')}/{STATE_DIR}"):
+        if state.is_dir:
+            subs.setdefault(state.base_name, f"{path.rstrip('/')}/{state.base_name}")
     found = []
-    for sub in entries(fs, path):
-        if sub.is_dir and not private(sub.base_name):
-            found += _folders(fs, sub.path)
+    for name in sorted(n for n in subs if not private(n)):
+        found += _folders(fs, subs[name])
     return found
 
 
