@@ -69,10 +69,11 @@ def test_of_drivers_racing_for_a_free_sweep_exactly_one_wins(tmp_path: Path) -> 
 
 
 def test_the_holder_renews_and_notices_when_it_was_taken_over(tmp_path: Path) -> None:
+    held = tmp_path / "_state" / "s" / "_lease"  # the sweep's state folder
     with Lease(str(tmp_path / "s"), ttl=0.4) as lease:
-        first = json.loads((tmp_path / "_state" / "s" / "_lease" / "1.json").read_text())["renewed_at"]
+        first = json.loads((held / "1.json").read_text())["renewed_at"]
         deadline = time.monotonic() + 60
-        while json.loads((tmp_path / "_state" / "s" / "_lease" / "1.json").read_text())["renewed_at"] == first:
+        while json.loads((held / "1.json").read_text())["renewed_at"] == first:
             assert time.monotonic() < deadline, "never renewed"
             time.sleep(0.05)
         with pytest.raises(LeaseHeld):  # renewed: still fresh for another driver
@@ -80,4 +81,4 @@ def test_the_holder_renews_and_notices_when_it_was_taken_over(tmp_path: Path) ->
         _write_holder(tmp_path / "s", 2, host="another-node")  # it stalled; B took over
         assert not lease.renew() and lease.lost
         assert lease.taken_by is not None and lease.taken_by.host == "another-node"
-    assert (tmp_path / "_state" / "s" / "_lease" / "2.json").exists()  # leaving never removes B's lease
+    assert (held / "2.json").exists()  # leaving never removes B's lease
