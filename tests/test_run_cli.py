@@ -140,6 +140,10 @@ def test_sigterm_exits_143_releases_the_lease_and_a_rerun_finishes(tmp_path: Pat
             assert driver.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.1)
+        # a run under way: the table's folder holds nothing a reader could trip on
+        table = out / "cli"  # (made by the first row's write)
+        found = [p.name for p in table.iterdir()] if table.exists() else []
+        assert found in ([], ["rows.parquet"]), found
         driver.send_signal(signal.SIGTERM)  # the driver alone: its trials stop through Tune
         assert driver.wait(timeout=600) == 143, log.read_text()[-3000:]
         text = log.read_text()
