@@ -64,7 +64,7 @@ def test_a_full_disk_at_a_row_write_is_one_storage_error_and_leaves_no_temp(
     _, (first, second) = _rows(tmp_path)
     sweep = tmp_path / "r" / "tiny"
     results.write_row(str(sweep), first)
-    log = Path(results.state_dir(str(sweep))) / results.LOG_DIR  # rows land in the sweep's row log first
+    log = Path(results.state_dir(str(sweep))) / results.LOG_DIR  # the row log, first
     before = (log / f"{first['trial_id']}.parquet").read_bytes()
 
     def full(*args: Any) -> None:
