@@ -120,9 +120,12 @@ KILLER = textwrap.dedent("""
     from sweeper.results import compaction, rows
 
     sweep, point, action = sys.argv[1:4]
+    point, _, nth = point.partition("#")  # name#3: at its third time
+    seen = []
 
     def crash(name):
-        if name == point:
+        seen.extend([name] if name == point else [])
+        if len(seen) == int(nth or 1):
             os.kill(os.getpid(), signal.SIGKILL)
 
     rows.crash_point = compaction.crash_point = crash
@@ -382,8 +385,9 @@ def _previous_release(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     return sweep, {**files, "_adaptive.json": (sweep / "_adaptive.json").read_bytes()}
 
 
+@pytest.mark.parametrize("nth", [1, 4])
 def test_the_previous_release_layout_is_refused_until_sweeper_compact_moves_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, nth: int
 ) -> None:
     sweep, files = _previous_release(tmp_path)
     assert {"_rows/t3.parquet", "_weights/t0/final.pt", "_eval/rows.parquet",
@@ -396,7 +400,7 @@ def test_the_previous_release_layout_is_refused_until_sweeper_compact_moves_it(
         assert f"run `sweeper compact {sweep}` once" in err, err
     assert (sweep / "_rows" / "t3.parquet").exists()  # nothing moved by them
 
-    _kill_at(tmp_path, sweep, "state-moved", "migrate")  # one folder moved, then killed
+    _kill_at(tmp_path, sweep, f"state-moved#{nth}", "migrate")  # killed after the nth rename
     assert main(["status", str(sweep)]) == 2  # half moved: still refused
     assert main(["compact", str(sweep)]) == 0
     out = capsys.readouterr().out

@@ -37,9 +37,12 @@ def migrate(sweep_uri: str) -> list[str]:
     tables = [path, f"{path}/{EVAL_NAME}", f"{state}/{EVAL_NAME}"]  # before and after a move
     for table in tables:
         _check_lease(sweep_uri, fs, f"{table}/_lease")
-    moved = _move_state(fs, path, state)
-    moved += _move_state(fs, f"{state}/{EVAL_NAME}", state_dir(f"{state}/{EVAL_NAME}"))
-    return moved
+    evals = state_dir(f"{state}/{EVAL_NAME}")
+    # the evaluation table's own log and lease first: until `_eval/` itself moves, readers
+    # refuse the sweep's folder (naming it), never a half-moved evaluation table
+    moved = _move_state(fs, f"{path}/{EVAL_NAME}", evals)
+    moved += _move_state(fs, path, state)
+    return moved + _move_state(fs, f"{state}/{EVAL_NAME}", evals)
 
 
 def _check_lease(sweep_uri: str, fs: pafs.FileSystem, folder: str) -> None:
