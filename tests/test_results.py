@@ -161,3 +161,11 @@ def test_status_best_rows_stay_within_their_sweep(
     assert main(["status", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("│ base") == 2, out  # one best row per sweep, not two
+
+
+def test_a_tables_state_folder_lies_beside_it_on_the_same_filesystem(tmp_path: Path) -> None:
+    assert results.state_dir("s3://bucket/x/smoke") == "s3://bucket/x/_state/smoke"
+    assert results.state_dir("results/smoke/") == "results/_state/smoke"
+    assert results.state_dir(str(tmp_path / "s")) == str(tmp_path / "_state" / "s")
+    assert results.eval_table("s3://b/smoke") == "s3://b/_state/smoke/_eval"
+    assert results.state_dir(results.eval_table("s3://b/smoke")) == "s3://b/_state/smoke/_state/_eval"
