@@ -61,7 +61,7 @@ echo "   rows on the store: $rows"
 rm -f "$STORE/filler"
 "$SWEEPER" run "$WORK/tiny.yaml" --results "$STORE" > /dev/null 2> "$WORK/finish.err"
 echo "== finishing run: exit $? ($(ls "$STORE/tiny"/*.parquet | wc -l) rows, $(du -sk "$STORE/tiny" | cut -f1) KB:" \
-  "$(du -sk "$STORE/tiny/_ray" | cut -f1) KB in _ray/, $(du -sk "$STORE/tiny/_weights" | cut -f1) KB in _weights/)"
+  "$(du -sk "$STORE/_state/tiny/_ray" | cut -f1) KB in _ray/, $(du -sk "$STORE/_state/tiny/_weights" | cut -f1) KB in _weights/)"
 mount -o remount,ro "$STORE"
 "$SWEEPER" run "$WORK/tiny.yaml" --results "$STORE" > /dev/null 2> "$WORK/ro-run.err"
 check "read-only, sweeper run" $? "$WORK/ro-run.err" || status=1

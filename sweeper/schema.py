@@ -119,7 +119,7 @@ THREAT_METRICS = ["l2_eps", "l2_pgd_acc", "l2_aa_acc", "l2_pgd_n", "l2_aa_n", "c
                   "corruption_accs", "corruption_source", "corruption_n"]  # fmt: skip
 
 # A row of the evaluation table (`sweeper eval`: stored weights evaluated again, possibly
-# with other settings); kept apart from the training rows in RESULTS/<sweep>/_eval/.
+# with other settings); kept apart from the training rows in RESULTS/_state/<sweep>/_eval/.
 _TYPES = dict(_COLUMNS)
 _EVAL_NAMES = [
     "sweep", "trial_id", "eval_id", "status", "error", "weights",

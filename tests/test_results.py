@@ -28,15 +28,15 @@ def test_write_read_one_row_per_trial_and_readers_skip_private_names(tmp_path: P
     sweep = tmp_path / "s"
     for i in range(3):
         results.write_row(str(sweep), row(f"t{i}"))
-    # Ray's files, checkpoints and half-written temp files must not show up as rows
-    for private in ("_ray/run-1/t0", "_checkpoints/t0"):
+    # someone's private folders and half-written temp files must not show up as rows
+    for private in ("_scratch/run-1/t0", "_checkpoints/t0"):
         (sweep / private).mkdir(parents=True)
         results.write_row(str(sweep / private), row("t0"))
     (sweep / ".t9.abcd.tmp").write_bytes(b"PAR1 half a file")
     assert sorted(p.name for p in sweep.iterdir() if p.name.startswith(".")) == [".t9.abcd.tmp"]
     assert len(results.read(str(sweep))) == 3  # the log read before any compaction
     assert results.compact(str(sweep)) == 3  # as a run does while trials end and at its end
-    assert not list((sweep / "_rows").iterdir())
+    assert not list((tmp_path / "_state" / "s" / "_rows").iterdir())
 
     frame = pd.read_parquet(sweep)  # the researcher's one call
     assert sorted(frame["trial_id"]) == ["t0", "t1", "t2"]
@@ -55,7 +55,7 @@ def test_rewrite_replaces_and_done_ids_filters_by_status(tmp_path: Path) -> None
     results.write_row(sweep, row("a", "ok", acc=0.7))  # --retry-failed replaces the row
     assert results.done_ids(sweep) == {"a", "b"}
     assert results.read_row(sweep, "a")["clean_acc"] == 0.7
-    assert len(list(Path(sweep, "_rows").iterdir())) == 2  # no temp files left behind
+    assert len(list(Path(tmp_path, "_state", "s", "_rows").iterdir())) == 2  # no temp files
     results.compact(sweep)
     assert results.read_row(sweep, "a")["clean_acc"] == 0.7  # now from the table
     results.write_row(sweep, row("a", "failed", acc=0.1))  # a log row replaces the table's
@@ -76,11 +76,12 @@ def test_uri_and_non_local_filesystem(tmp_path: Path, monkeypatch: pytest.Monkey
     sub = pafs.SubTreeFileSystem(str(tmp_path / "sub"), pafs.LocalFileSystem())
     monkeypatch.setattr(results.rows, "location", lambda uri: (sub, uri.removeprefix("mem://")))
     results.write_row("mem://s", row("v"))
-    assert sorted(p.name for p in (tmp_path / "sub" / "s" / "_rows").iterdir()) == ["v.parquet"]
+    log = tmp_path / "sub" / "_state" / "s" / "_rows"
+    assert sorted(p.name for p in log.iterdir()) == ["v.parquet"]
     assert results.done_ids("mem://s") == {"v"}
     monkeypatch.setattr(results.compaction, "location", results.rows.location)
     assert results.compact("mem://s") == 1
-    assert sorted(p.name for p in (tmp_path / "sub" / "s").iterdir()) == ["_rows", "rows.parquet"]
+    assert sorted(p.name for p in (tmp_path / "sub" / "s").iterdir()) == ["rows.parquet"]
     assert results.done_ids("mem://s") == {"v"} and results.read_row("mem://s", "v") is not None
 
 
@@ -160,3 +161,11 @@ def test_status_best_rows_stay_within_their_sweep(
     assert main(["status", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("│ base") == 2, out  # one best row per sweep, not two
+
+
+def test_a_tables_state_folder_lies_beside_it_on_the_same_filesystem(tmp_path: Path) -> None:
+    assert results.state_dir("s3://bucket/x/smoke") == "s3://bucket/x/_state/smoke"
+    assert results.state_dir("results/smoke/") == "results/_state/smoke"
+    assert results.state_dir(str(tmp_path / "s")) == str(tmp_path / "_state" / "s")
+    assert results.eval_table("s3://b/smoke") == "s3://b/_state/smoke/_eval"
+    assert results.state_dir(results.eval_table("s3://b/smoke")) == "s3://b/_state/smoke/_state/_eval"

@@ -80,7 +80,8 @@ def test_two_drivers_started_together_one_runs_the_other_exits_2(tmp_path: Path)
     last = log.strip().splitlines()[-1]  # after the table: the failures of this run, named
     assert last.startswith(f"1 trial(s) of this run failed: {bad[0]} (TrialFailed: diverged")
     # each trial trained once: one Tune run, one row each
-    assert len(list((out / "cli" / "_ray").glob("run-*"))) == 1 and frame["trial_id"].is_unique
+    ray_dir = out / "_state" / "cli" / "_ray"  # the sweep's state folder
+    assert len(list(ray_dir.glob("run-*"))) == 1 and frame["trial_id"].is_unique
 
     # nothing left to run: exit 0 (the failed row stays failed without --retry-failed)
     again = subprocess.run(_run(space, out), capture_output=True, text=True, timeout=600)
@@ -128,16 +129,21 @@ def test_sigterm_exits_143_releases_the_lease_and_a_rerun_finishes(tmp_path: Pat
     """SLURM's scancel, time limit and preemption send SIGTERM: it used to kill the driver
     with Ray's crash dump, exit 1, no "interrupted" line and the lease left behind."""
     space, out, log = tmp_path / "cli.yaml", tmp_path / "r", tmp_path / "run.log"
+    ray_dir = out / "_state" / "cli" / "_ray"  # the sweep's state folder
     space.write_text(SPACE.replace("1.0e+20", "0.1"))
     cmd = _run(space, out, "--max-concurrent", "1", "--set", "train.epochs=12")
     with marked_env() as env:
         driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
                                   start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 600
-        while not list((out / "cli" / "_ray").glob("run-*/*/checkpoint_*")):  # an epoch's
+        while not list(ray_dir.glob("run-*/*/checkpoint_*")):  # an epoch's
             assert driver.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.1)
+        # a run under way: the table's folder holds nothing a reader could trip on
+        table = out / "cli"  # (made by the first row's write)
+        found = [p.name for p in table.iterdir()] if table.exists() else []
+        assert found in ([], ["rows.parquet"]), found
         driver.send_signal(signal.SIGTERM)  # the driver alone: its trials stop through Tune
         assert driver.wait(timeout=600) == 143, log.read_text()[-3000:]
         text = log.read_text()
@@ -147,7 +153,7 @@ def test_sigterm_exits_143_releases_the_lease_and_a_rerun_finishes(tmp_path: Pat
         ), text[-3000:]
         assert "SIGTERM received" not in text and "Traceback" not in text, text[-3000:]
         assert results.Lease(str(out / "cli")).current()[1] is None  # released
-        assert list((out / "cli" / "_ray").glob("run-*/*/checkpoint_*"))  # kept to resume
+        assert list(ray_dir.glob("run-*/*/checkpoint_*"))  # kept to resume
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"cli: {left} trial(s) to run" in again.stderr, again.stderr[-3000:]

@@ -153,15 +153,20 @@ def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) 
         kill_when(first, lambda: bool(results.status_by_id(str(out / "kill"))), timeout_s=300,
                   waiting_for="a row")  # fmt: skip
         assert len(results.status_by_id(str(out / "kill"))) < 6  # killed mid-sweep
+        # killed mid-run (maybe mid-compaction): the table's folder holds its table only
+        assert [p.name for p in (out / "kill").iterdir()] in ([], ["rows.parquet"])
         done = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True,
                               timeout=600)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
     frame = results.read(str(out / "kill"))
     assert sorted(frame["activation"]) == ["elu", "gelu", "mish", "relu", "silu", "softplus"]
     assert set(frame["status"]) == {"ok"} and frame["trial_id"].is_unique
-    assert not [p for p in (out / "kill").iterdir() if p.name.startswith(".")]
+    assert [p.name for p in (out / "kill").iterdir()] == ["rows.parquet"]
     assert sorted(pd.read_parquet(out / "kill")["activation"]) == sorted(frame["activation"])
-    assert not list((out / "kill" / "_rows").glob("*.parquet"))  # all compacted
+    import polars as pl
+
+    assert sorted(pl.read_parquet(out / "kill")["activation"]) == sorted(frame["activation"])
+    assert not list((out / "_state" / "kill" / "_rows").glob("*.parquet"))  # all compacted
 
 
 def test_progress_without_a_terminal_writes_plain_lines(tmp_path: Path) -> None:
@@ -211,7 +216,8 @@ def test_a_trial_resumes_from_the_checkpoint_an_interrupted_run_left(tmp_path: P
 
     path = space_file(tmp_path, "again", "axes:\n  - grid: {arch.activation: [mish]}\n")
     [config] = make_plan(load(path), str(tmp_path / "r")).to_run
-    left = tmp_path / "r" / "again" / "_ray" / "run-killed" / config.trial_id / "checkpoint_000002"
+    state = tmp_path / "r" / "_state" / "again"
+    left = state / "_ray" / "run-killed" / config.trial_id / "checkpoint_000002"
     left.mkdir(parents=True)
     (left / "epoch1").write_text("1")  # what fake_trial's first attempt writes
     summary = run_sweep(load(path), RunOptions(results=str(tmp_path / "r"), progress=False),
@@ -253,7 +259,8 @@ def test_real_run_trial_end_to_end_past_a_damaged_checkpoint(
 
     path = space_file(tmp_path, "real", "axes:\n  - grid: {arch.activation: [relu]}\n")
     [config] = make_plan(load(path), str(tmp_path / "r")).to_run
-    left = tmp_path / "r" / "real" / "_ray" / "run-killed" / config.trial_id / "checkpoint_000001"
+    state = tmp_path / "r" / "_state" / "real"
+    left = state / "_ray" / "run-killed" / config.trial_id / "checkpoint_000001"
     file = save_checkpoint(left, {"trial_id": config.trial_id, "epoch": 1, "x": torch_ones()})
     file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
     summary = run_sweep(load(path), RunOptions(results=str(tmp_path / "r")))
@@ -261,14 +268,14 @@ def test_real_run_trial_end_to_end_past_a_damaged_checkpoint(
     assert row["status"] == "ok", row["error"]
     assert 0 <= row["clean_acc"] <= 1 and row["pgd_n"] == 32 and row["macs"] > 0
     assert (left.parent / "damaged_checkpoint_000001" / "last.pt").is_file()
-    assert not checkpoint_folders(tmp_path / "r" / "real" / "_ray", "*/*/checkpoint_*")
+    assert not checkpoint_folders(tmp_path / "r" / "_state" / "real" / "_ray", "*/*/checkpoint_*")
     # the worker stored the trained weights in the store, beside the row that names them
     import torch
 
     from sweeper.models import build
 
     assert row["weights"] == f"_weights/{row['trial_id']}/final.pt"
-    state = torch.load(tmp_path / "r" / "real" / row["weights"], weights_only=True)
+    state = torch.load(tmp_path / "r" / "_state" / "real" / row["weights"], weights_only=True)
     build(TrialConfig.model_validate_json(row["config"]).arch).load_state_dict(state)
     assert row["space_sha256"] == load(path).sha256 and row["ray_version"] == ray.__version__
     log = capsys.readouterr().err  # not a terminal: plain lines
@@ -366,20 +373,21 @@ def test_an_interrupted_run_keeps_the_checkpoints_of_unfinished_trials(tmp_path:
         signal.signal(signal.SIGUSR1, previous)
     assert summary.rows.empty  # nothing finished
     [config] = summary.plan.to_run
-    left = checkpoint_folders(tmp_path / "r" / "intr" / "_ray", f"*/{config.trial_id}/checkpoint_*")
+    ray_dir = tmp_path / "r" / "_state" / "intr" / "_ray"
+    left = checkpoint_folders(ray_dir, f"*/{config.trial_id}/checkpoint_*")
     assert left and (left[0] / "epoch1").is_file(), "the rerun would start from scratch"
     again = run_sweep(load(path), opts, trial_fn=fake_trial)
     assert list(again.rows["status"]) == ["ok"]
     # the trial has its row: its checkpoints, the interrupted run's included, are gone
-    assert not checkpoint_folders(tmp_path / "r" / "intr" / "_ray", "*/*/checkpoint_*")
+    assert not checkpoint_folders(tmp_path / "r" / "_state" / "intr" / "_ray", "*/*/checkpoint_*")
     # what a run interrupted after this trial ended would have left (Tune's checkpoint and
     # Ray Train's): the next run, with nothing to do, removes both
     for run, epoch in (("run-killed", 1), ("train", 3)):
-        leftover = tmp_path / "r" / "intr" / "_ray" / run / config.trial_id / f"checkpoint_{epoch}"
+        leftover = ray_dir / run / config.trial_id / f"checkpoint_{epoch}"
         leftover.mkdir(parents=True)
         (leftover / "last.pt").write_bytes(b"x")
     assert run_sweep(load(path), opts, trial_fn=fake_trial).started == 0
-    assert not checkpoint_folders(tmp_path / "r" / "intr" / "_ray", "*/*/checkpoint_*")
+    assert not checkpoint_folders(tmp_path / "r" / "_state" / "intr" / "_ray", "*/*/checkpoint_*")
 
 
 def racing_trial(config: TrialConfig, *, checkpoint_dir: str | None = None,

@@ -124,7 +124,7 @@ def test_a_node_that_does_not_see_the_results_store_is_one_error(tmp_path: Path)
     [line] = refused.stderr.strip().splitlines()
     assert line.startswith(f"error: {hidden / 'r' / 'two'}: node ") and "Traceback" not in line
     assert "writes results where this driver cannot see them" in line
-    assert f"its probe {hidden / 'r' / 'two' / '_ray' / '_probe'}/" in line
+    assert f"its probe {hidden / 'r' / '_state' / 'two' / '_ray' / '_probe'}/" in line
     assert not list((hidden / "r" / "two").glob("*.parquet"))  # no trial started
     assert fine.returncode == 0, fine.stderr[-3000:]
     assert len(pd.read_parquet(shared / "r" / "two")) == 1  # its one trial, compacted

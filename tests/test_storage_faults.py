@@ -64,7 +64,7 @@ def test_a_full_disk_at_a_row_write_is_one_storage_error_and_leaves_no_temp(
     _, (first, second) = _rows(tmp_path)
     sweep = tmp_path / "r" / "tiny"
     results.write_row(str(sweep), first)
-    log = sweep / results.LOG_DIR  # rows land in the sweep's row log first
+    log = Path(results.state_dir(str(sweep))) / results.LOG_DIR  # the row log, first
     before = (log / f"{first['trial_id']}.parquet").read_bytes()
 
     def full(*args: Any) -> None:
@@ -135,7 +135,7 @@ def test_the_lease_on_a_read_only_store_is_one_storage_error(
     with pytest.raises(StorageError, match=r"_lease/1\.json: cannot write: Read-only .*EROFS"):
         Lease(str(tmp_path / "tiny")).acquire()
     monkeypatch.undo()
-    assert _files(tmp_path / "tiny") == []  # no temp file left behind
+    assert _files(tmp_path / "_state" / "tiny") == []  # no temp file left behind
 
 
 def test_a_lease_whose_renewal_meets_a_full_disk_stops_renewing_and_says_why(
@@ -190,12 +190,13 @@ def _failing_write(error: OSError) -> Any:
 
 
 def test_stale_temps_of_killed_writers_are_removed_and_only_those(tmp_path: Path) -> None:
-    sweep = tmp_path / "tiny"
-    (sweep / "_weights" / "abc").mkdir(parents=True)
-    (sweep / "_lease").mkdir()
-    old = [sweep / ".abc.parquet.0123abcd.tmp", sweep / "_weights/abc/.final.pt.89abcdef.tmp",
-           sweep / "_lease" / f".{'a' * 32}.tmp", sweep / "_lease" / f".{'b' * 32}.renew.tmp",
-           sweep / ".last.pt.4242.tmp"]  # fmt: skip
+    sweep, state = tmp_path / "tiny", tmp_path / "_state" / "tiny"  # both folders are searched
+    sweep.mkdir()
+    (state / "_weights" / "abc").mkdir(parents=True)
+    (state / "_lease").mkdir()
+    old = [sweep / ".abc.parquet.0123abcd.tmp", state / "_weights/abc/.final.pt.89abcdef.tmp",
+           state / "_lease" / f".{'a' * 32}.tmp", state / "_lease" / f".{'b' * 32}.renew.tmp",
+           state / ".rows.parquet.0123abcd.tmp", sweep / ".last.pt.4242.tmp"]  # fmt: skip
     young = sweep / ".def.parquet.0123abcd.tmp"
     foreign = [sweep / "notes.tmp", sweep / ".mine.tmp", sweep / "abc.parquet"]
     outside = tmp_path / "outside"
@@ -270,7 +271,7 @@ def test_real_full_tmpfs_row_write_is_enospc_and_rows_stay(mounted: Path) -> Non
     with pytest.raises(StorageError, match=r"cannot write: No space left on device \(ENOSPC"):
         results.write_row(str(sweep), second)
     assert list(results.read(str(sweep))["trial_id"]) == [first["trial_id"]]
-    log = sweep / results.LOG_DIR
+    log = Path(results.state_dir(str(sweep))) / results.LOG_DIR
     assert [p.name for p in log.iterdir()] == [f"{first['trial_id']}.parquet"]  # no temp
 
 

@@ -8,6 +8,7 @@ Ray trainable calls), so the plain-Python and the Ray path are checked on the sa
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_every_ok_row_names_weights_that_load_as_a_plain_state_dict(trained: Any
     assert len(frame) == 2 and set(frame["status"]) == {"ok"}
     for _, row in frame.iterrows():
         assert row["weights"] == f"_weights/{row['trial_id']}/final.pt"
-        state = torch.load(Path(sweep) / row["weights"], weights_only=True)
+        state = torch.load(Path(results.state_dir(sweep)) / row["weights"], weights_only=True)
         config = TrialConfig.model_validate_json(row["config"])
         from sweeper.models import build
 
@@ -90,7 +91,11 @@ def test_eval_reproduces_the_rows_metrics_into_its_own_table(
     # its own table; the training rows are untouched and read without it
     table = results.read_evals(sweep)
     assert len(table) == 2 and set(table["status"]) == {"ok"}
-    assert len(pd.read_parquet(Path(sweep) / "_eval")) == 2
+    import polars as pl
+
+    evals = results.eval_table(sweep)  # its folder holds that table only: any reader, whole
+    assert len(pd.read_parquet(evals)) == 2 and len(pl.read_parquet(evals)) == 2
+    assert sorted(os.listdir(evals)) == [results.TABLE_FILE]
     after = results.read(sweep)
     pd.testing.assert_frame_equal(before, after)
     assert len(pd.read_parquet(sweep)) == 2
@@ -303,7 +308,7 @@ def test_report_and_status_refuse_a_trial_with_two_row_files(
     sweep = tmp_path / "v"
     for i in range(2):
         results.write_row(str(sweep), _row(f"t{i}", {"seed": i}))
-    shutil.copy(sweep / "_rows" / "t0.parquet", sweep / "t0 (copy).parquet")
+    shutil.copy(tmp_path / "_state" / "v" / "_rows" / "t0.parquet", sweep / "t0 (copy).parquet")
     for command in ("status", "report"):
         assert main([command, str(sweep)]) == 2
         err = capsys.readouterr().err.strip()

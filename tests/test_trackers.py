@@ -44,7 +44,7 @@ def test_mlflow_writes_into_the_sweep_folder_unless_the_sweep_is_remote(tmp_path
     from types import SimpleNamespace
 
     local = SimpleNamespace(sweep_uri=str(tmp_path / "r" / "smoke"))
-    assert default_log_uri(local) == str(tmp_path / "r" / "smoke" / "_mlflow")  # type: ignore[arg-type]
+    assert default_log_uri(local) == str(tmp_path / "r" / "_state" / "smoke" / "_mlflow")  # type: ignore[arg-type]
     remote = SimpleNamespace(sweep_uri="s3://bucket/r/smoke")
     assert default_log_uri(remote).endswith("mlruns")  # type: ignore[arg-type]
 
@@ -107,7 +107,7 @@ def test_wandb_offline_and_tensorboard_write_their_run_files(
     for run in offline:  # the run's log holds its config, with the dotted keys
         [log] = run.glob("*.wandb")
         assert b"arch.activation" in log.read_bytes() and b"clean_acc" in log.read_bytes()
-    events = sorted((tmp_path / "r" / "wb" / "_ray").rglob("events.out.tfevents.*"))
+    events = sorted((tmp_path / "r" / "_state" / "wb" / "_ray").rglob("events.out.tfevents.*"))
     assert len(events) == 2  # one per trial, in its Tune folder
     for event in events:  # the hparams entry holds the dotted keys, the scalars the metrics
         assert b"arch.activation" in event.read_bytes() and b"clean_acc" in event.read_bytes()

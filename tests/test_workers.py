@@ -200,7 +200,7 @@ def test_a_killed_two_worker_trial_resumes_from_its_last_epoch(
     path.write_text(textwrap.dedent(SPACE))
     out = tmp_path / "r"
     [config] = make_plan(load(path), str(out)).to_run
-    kept = out / "resume" / "_ray" / "train" / config.trial_id
+    kept = out / "_state" / "resume" / "_ray" / "train" / config.trial_id
     cmd = [sys.executable, "-m", "sweeper", "run", str(path), "--results", str(out)]
     with marked_env() as env:  # Ray's processes outlive a SIGKILLed driver: ended on exit
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
@@ -269,7 +269,7 @@ def test_the_newest_checkpoint_is_a_folder_not_ray_trains_snapshot(tmp_path: Pat
     ]
     with tempfile.TemporaryDirectory() as into:  # an earlier run's newest, copied for a resume
         sweep = tmp_path / "store" / "s"
-        run = sweep / "_ray" / "train" / "t1"
+        run = tmp_path / "store" / "_state" / "s" / "_ray" / "train" / "t1"
         for name in ("checkpoint_000001", "checkpoint_000002"):
             (run / name).mkdir(parents=True)
             (run / name / "last.pt").write_text(name)

@@ -30,35 +30,41 @@ def compact_cmd(
     sweep: str = typer.Argument(..., help="one sweep's results folder or URI (RESULTS/<sweep>)"),
 ) -> None:
     """Fold a sweep's row log into its table, RESULTS/<sweep>/rows.parquet, and the same for
-    its evaluation table (_eval/): for a sweep written by an older version (one file per row)
-    or by runs that were killed. Refused while a driver runs the sweep."""
+    its evaluation table: for a sweep written by an older version (its log, weights and Ray
+    files inside RESULTS/<sweep>/, or one file per row there: moved to RESULTS/_state/<sweep>/
+    first) or by runs that were killed. Refused while a driver runs the sweep."""
     from sweeper import results
+    from sweeper.results.layout import OLD_STATE_NAMES
+    from sweeper.results.listing import entries
     from sweeper.results.rows import table_folder
 
     fs, path = results.location(sweep)
     try:
-        found = table_folder(fs, path)
+        old = any(e.base_name in OLD_STATE_NAMES for e in entries(fs, path))
+        found = old or table_folder(fs, path) is not None
     except OSError as err:
         raise SweeperError(f"{sweep}: cannot read the sweep's folder: {err}") from None
-    if found is None:
+    if not found:
         raise SweeperError(f"{sweep}: no sweep's results here (expected RESULTS/<sweep>)")
     with results.Lease(sweep):
+        moved = results.migrate(sweep)
         rows = results.compact(sweep)
     evals = _compact_evals(sweep)
+    if moved:
+        print(f"{sweep}: moved {len(moved)} older-layout item(s) to {results.state_dir(path)}")
     print(f"{sweep}: {rows} row file(s) folded into {results.TABLE_FILE}, {evals} into "
-          f"{results.EVAL_DIR}/{results.TABLE_FILE}")  # fmt: skip
+          f"{results.eval_table(path)}/{results.TABLE_FILE}")  # fmt: skip
 
 
 def _compact_evals(sweep: str) -> int:
     """Fold the evaluation table's log into its table (under the table's own lease: two
     `sweeper eval` on one sweep must not compact at once)."""
-    import pyarrow.fs as pafs
-
     from sweeper import results
+    from sweeper.results.rows import table_folder
 
     table = results.eval_table(sweep)
     fs, path = results.location(table)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
+    if table_folder(fs, path) is None:  # no table, no log: never evaluated
         return 0
     try:
         with results.Lease(table):
@@ -132,7 +138,7 @@ def eval_cmd(
     ),
 ) -> None:
     """Evaluate the stored weights of a sweep's trials again (e.g. --set eval.aa_size=10000)
-    and write the metrics to the sweep's evaluation table, RESULTS/<sweep>/_eval/.
+    and write the metrics to the sweep's evaluation table, RESULTS/_state/<sweep>/_eval/.
 
     Training rows are never changed. An evaluation already in the table with the same
     settings and weights is not repeated. Exit 1 when any evaluation failed."""
@@ -152,7 +158,9 @@ def eval_cmd(
         if not chosen:
             raise SweeperError(f"{sweep}: no trial has stored weights")
     configs = [_eval_config(row, sets) for row in chosen]  # every bad --set before any work
-    results.check_writable(results.eval_table(sweep))  # a full or read-only store: exit 2 now
+    # a full or read-only store: exit 2 now (probed in the state folder: the table's folder
+    # holds nothing but the table)
+    results.check_writable(results.state_dir(results.eval_table(sweep)))
     from sweeper.reevaluate import use_cpu_threads
 
     use_cpu_threads(cpus)

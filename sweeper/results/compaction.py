@@ -1,9 +1,10 @@
 """Fold a table's row log into the table: the one step that makes rows visible to plain readers.
 
     1. an older layout's row files (`<trial_id>.parquet` directly in the folder) move into
-       the log, one rename each;
+       the log (in the state folder, sweeper.results.layout), one rename each;
     2. the table and the log are read as one (`rows.read_folder`: a log row replaces the
-       table's row of its key) and written as the new `rows.parquet`, renamed over the old;
+       table's row of its key) and written as the new `rows.parquet` in the state folder,
+       then renamed over the old (the table's folder never holds anything else);
     3. the log files just folded are deleted (a file rewritten meanwhile stays for the next
        compaction).
 
@@ -26,9 +27,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError
+from sweeper.results.layout import LOG_DIR, state_dir
 from sweeper.results.listing import Entry
 from sweeper.results.rows import (
-    LOG_DIR,
     ROWS,
     TABLE_FILE,
     Folder,
@@ -98,7 +99,7 @@ def compact(uri: str, kind: Kind = ROWS) -> int:
         pq.write_table(merged, stream)
         crash_point("compact-written")
 
-    write_atomic(fs, f"{path}/{TABLE_FILE}", write)
+    write_atomic(fs, f"{path}/{TABLE_FILE}", write, temp_dir=state_dir(path))
     crash_point("compact-renamed")
     for done, entry in enumerate(folder.log):
         if done == 1:
@@ -125,11 +126,12 @@ def _migrate(fs: pafs.FileSystem, folder: Folder, kind: Kind) -> bool:
             continue
         if _key_of(fs, entry, kind) != stem:
             continue  # not a row file sweeper wrote: compaction refuses it, naming it
-        target = f"{folder.path}/{LOG_DIR}/{entry.base_name}"
+        log_dir = f"{state_dir(folder.path)}/{LOG_DIR}"
+        target = f"{log_dir}/{entry.base_name}"
         if fs.get_file_info(target).type == pafs.FileType.File:
             fs.delete_file(entry.path)  # superseded by the log's newer row of the trial
         else:
-            fs.create_dir(f"{folder.path}/{LOG_DIR}", recursive=True)
+            fs.create_dir(log_dir, recursive=True)
             fs.move(entry.path, target)
         moved = True
         crash_point("migrate-moved")

@@ -1,15 +1,18 @@
 """The evaluation table: stored weights evaluated again (`sweeper eval`), apart from training.
 
-    RESULTS/<sweep>/_eval/rows.parquet                          the table (EVAL_SCHEMA)
-    RESULTS/<sweep>/_eval/_rows/<trial_id>.<eval_id>.parquet    one row each, until compacted
+    RESULTS/_state/<sweep>/_eval/rows.parquet       the table (EVAL_SCHEMA), alone in its folder
+    RESULTS/_state/<sweep>/_state/_eval/_rows/<trial_id>.<eval_id>.parquet
+                                                    one row each, until compacted
+    RESULTS/_state/<sweep>/_state/_eval/_lease/     the lease of the process compacting it
 
 A training row is never touched: a re-evaluation (say, AutoAttack on all 10,000 test
 images) is a row of its own, keyed by the trial and an `eval_id` that hashes the settings
 it was measured with and the weights file, so the same evaluation is stored once and
 different ones side by side. The table and its log work as the training rows' do
-(sweeper.results.rows, `sweeper eval` compacts at its end). Readers of the training rows skip
-`_eval/` (a `_` name); `pandas.read_parquet("results/<sweep>/_eval")` or `read_evals` read
-this table.
+(sweeper.results.rows, `sweeper eval` compacts at its end), its state folder given by the
+same rule (sweeper.results.layout.state_dir). Readers of the training rows never see it;
+`pandas.read_parquet`, `polars.read_parquet("results/_state/<sweep>/_eval")` or `read_evals`
+read this table.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sweeper.results.layout import LOG_DIR, state_dir
 from sweeper.results.rows import (
-    LOG_DIR,
     TABLE_FILE,
     Kind,
     join,
@@ -40,7 +43,8 @@ EVALS = Kind(EVAL_SCHEMA, ("trial_id", "eval_id"), sweep_named=False)
 
 
 def eval_table(sweep_uri: str) -> str:
-    return join(sweep_uri, EVAL_DIR)
+    """The evaluation table's folder: `_eval/` in the sweep's state folder."""
+    return join(state_dir(sweep_uri), EVAL_DIR)
 
 
 def eval_id(evaluation: dict[str, Any], weights: str) -> str:
@@ -64,7 +68,7 @@ def read_eval_row(sweep_uri: str, trial_id: str, evaluation_id: str) -> dict[str
     else an older layout's file)."""
     fs, base = location(eval_table(sweep_uri))
     name = f"{trial_id}.{evaluation_id}.parquet"
-    for final in (f"{base}/{LOG_DIR}/{name}", f"{base}/{name}"):
+    for final in (f"{state_dir(base)}/{LOG_DIR}/{name}", f"{base}/{name}"):
         row = read_one(fs, final, EVAL_SCHEMA)
         if row is not None:
             return row

@@ -2,7 +2,7 @@
 
 Two drivers on one sweep folder would train every trial twice. `flock` cannot prevent it: many
 cluster filesystems do not share it between nodes, and object stores have none. So the driver
-that runs a sweep holds RESULTS/<sweep>/_lease/<generation>.json, which names it (host, pid,
+that runs a sweep holds RESULTS/_state/<sweep>/_lease/<generation>.json, which names it (host, pid,
 start time) and which it renews every `ttl / 4` seconds from a background thread.
 
 A second driver reads the newest generation. While that lease is fresh it stops at once
@@ -36,6 +36,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from sweeper.errors import StorageError, SweeperError, storage_error
+from sweeper.results.layout import state_dir
 from sweeper.results.rows import location
 
 TTL_SECONDS = 60.0
@@ -91,11 +92,14 @@ class Lease:
     (a StorageError) when the store became full or read-only: the run should stop too.
     """
 
-    def __init__(self, sweep_uri: str, *, ttl: float = TTL_SECONDS) -> None:
+    def __init__(self, sweep_uri: str, *, ttl: float = TTL_SECONDS,
+                 folder: str | None = None) -> None:  # fmt: skip
+        """`folder`: the folder holding the lease itself (default: the sweep's state folder's
+        `_lease/`; the previous release kept it in the table's folder)."""
         self.sweep_uri = sweep_uri
         self.ttl = ttl
         self.fs, base = location(sweep_uri)
-        self.dir = f"{base}/_lease"
+        self.dir = folder or f"{state_dir(base)}/_lease"
         self.generation: int | None = None
         self.holder: Holder | None = None
         self.taken_by: Holder | None = None

@@ -1,13 +1,13 @@
 """Result rows on any pyarrow filesystem: a row log that trials append to, folded into one
 table that every Parquet reader gets whole.
 
-    RESULTS/<sweep>/rows.parquet            the table: every compacted row, one schema
-    RESULTS/<sweep>/_rows/<trial_id>.parquet  the log: a finished trial's row, until compacted
+    RESULTS/<sweep>/rows.parquet                 the table: every compacted row, one schema
+    RESULTS/_state/<sweep>/_rows/<trial_id>.parquet  the log: a trial's row, until compacted
 
 A trial writes its row into the log (a small file, from the worker, the moment it ends); the
 driver folds the log into the table (`sweeper.results.compact`). Plain readers
-(`pandas.read_parquet("results/<sweep>")`, pyarrow.dataset, duckdb on `*.parquet`) see the
-table only: `_` names are skipped. `read_table` here reads the table and the log, a log row
+(`pandas.read_parquet("results/<sweep>")`, pyarrow.dataset, polars, duckdb on `*.parquet`)
+see the table only: it is the only file in its folder (sweeper.results.layout). `read_table` here reads the table and the log, a log row
 replacing the table's row of the same trial (a rerun of a failed trial, or a compaction
 killed before it cleared the log). Every file is written under a dot-name and renamed over
 its final name, so no reader sees half a file.
@@ -31,15 +31,13 @@ import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError, first_line, storage_error
 from sweeper.results.columns import aligned, complete, extra_columns, with_varying
+from sweeper.results.layout import LOG_DIR, OLD_STATE_NAMES, STATE_DIR, state_dir
 from sweeper.results.listing import Entry, entries, linked
 from sweeper.schema import COLUMNS, SCHEMA, check_row
 
-# pyarrow's dataset discovery skips names starting with these: temp files and _ray/
+# pyarrow's dataset discovery skips names starting with these (the results root's _state/)
 IGNORED_PREFIXES = (".", "_")
 TABLE_FILE = "rows.parquet"
-LOG_DIR = "_rows"
-# folders only a sweep folder holds: a folder with one of these is a sweep, not a results root
-SWEEP_MARKERS = (LOG_DIR, "_lease", "_ray", "_eval", "_weights")
 
 
 @dataclass(frozen=True)
@@ -106,27 +104,35 @@ def write_row(sweep_uri: str, row: dict[str, Any], varying: Sequence[str] = ()) 
 
 
 def write_log(fs: pafs.FileSystem, folder: str, key: str, table: pa.Table) -> str:
-    """One row into the table's log, `<folder>/_rows/<key>.parquet` (replacing an earlier
-    one of the same key); the driver folds it into the table later."""
+    """One row into the table's log, `<state folder>/_rows/<key>.parquet` (replacing an
+    earlier one of the same key); the driver folds it into the table later."""
 
     def write(stream: Any) -> None:
         pq.write_table(table, stream)
         crash_point("row-written")
 
-    final = f"{folder}/{LOG_DIR}/{key}.parquet"
+    final = f"{state_dir(folder)}/{LOG_DIR}/{key}.parquet"
     write_atomic(fs, final, write)
+    try:  # the table's folder is there from the first row on (`ls RESULTS`, status of a root)
+        fs.create_dir(folder, recursive=True)
+    except OSError as err:
+        raise (storage_error(err, folder) or err) from None
     return final
 
 
-def write_atomic(fs: pafs.FileSystem, final: str, write: Callable[[Any], None]) -> None:
-    """`write(stream)` into a dot-name beside `final`, then rename it over `final`: a reader
-    sees the old file or the new one, never a part (and on a local disk, the rename is
-    made durable before returning). A full or read-only store raises StorageError naming
+def write_atomic(fs: pafs.FileSystem, final: str, write: Callable[[Any], None],
+                 temp_dir: str | None = None) -> None:  # fmt: skip
+    """`write(stream)` into a dot-name beside `final` (or in `temp_dir`, on the same
+    filesystem: a table's folder holds nothing but the table), then rename it over `final`:
+    a reader sees the old file or the new one, never a part (and on a local disk, the rename
+    is made durable before returning). A full or read-only store raises StorageError naming
     `final` (the dot-name removed): no retry would succeed."""
     folder, _, name = final.rpartition("/")
-    temp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    temp = f"{temp_dir or folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         fs.create_dir(folder, recursive=True)
+        if temp_dir is not None:
+            fs.create_dir(temp_dir, recursive=True)
         if isinstance(fs, pafs.LocalFileSystem):
             with open(temp, "wb") as handle:
                 write(handle)
@@ -173,7 +179,7 @@ class Folder:
 
     path: str
     table: list[Entry]  # the compacted table (an older layout: one file per row)
-    log: list[Entry]  # _rows/*.parquet, not yet compacted
+    log: list[Entry]  # <state folder>/_rows/*.parquet, not yet compacted
 
     @property
     def name(self) -> str:
@@ -185,30 +191,45 @@ def _parquet(entry: Entry) -> bool:
 
 
 def table_folder(fs: pafs.FileSystem, path: str, *, force: bool = False) -> Folder | None:
-    """The table in `path` (None when `path` holds none and `force` is false: a results root
-    or an empty folder). Links are skipped (sweeper.results.listing)."""
+    """The table in `path` and its log (None when `path` holds no table and has no state
+    folder, and `force` is false: a results root or an empty folder). Links are skipped
+    (sweeper.results.listing). A folder laid out by the previous release (its log, weights,
+    Ray files inside it) is refused in one line naming `sweeper compact`, which moves them."""
     listing = entries(fs, path)
-    names = {e.base_name: e for e in listing}
+    old = sorted(e.base_name for e in listing if e.base_name in OLD_STATE_NAMES)
+    if old:
+        raise SweeperError(
+            f"{path}: laid out by an older sweeper ({', '.join(old)} inside the table's "
+            f"folder); run `sweeper compact {path}` once to move them to {state_dir(path)}"
+        )
+    state = state_dir(path)
     visible = [e for e in listing if _parquet(e) and not private(e.base_name)]
-    if not (force or visible or any(m in names for m in SWEEP_MARKERS)):
+    if not (force or visible or _is_dir(fs, state)):
         return None
     for sub in (e for e in listing if e.is_dir and not private(e.base_name)):
         found = entries(fs, sub.path, recursive=True, skip=private)
         visible += [e for e in found if _parquet(e)]  # pandas reads these too: so do we
-    log = names.get(LOG_DIR)
-    logged = entries(fs, log.path, skip=private) if log is not None and log.is_dir else []
+    logged = entries(fs, f"{state}/{LOG_DIR}", skip=private)
     return Folder(path, visible, [e for e in logged if _parquet(e)])
 
 
+def _is_dir(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
 def _folders(fs: pafs.FileSystem, path: str) -> list[Folder]:
-    """Every table folder at or below `path` (a sweep folder, or a root of sweep folders)."""
+    """Every table folder at or below `path` (a sweep folder, or a root of sweep folders; a
+    sweep whose rows are all in its log yet may have only its state folder, `_state/<name>`)."""
     folder = table_folder(fs, path)
     if folder is not None:
         return [folder]
+    subs = {e.base_name: e.path for e in entries(fs, path) if e.is_dir}
+    for state in entries(fs, f"{path.rstrip('/')}/{STATE_DIR}"):
+        if state.is_dir:
+            subs.setdefault(state.base_name, f"{path.rstrip('/')}/{state.base_name}")
     found = []
-    for sub in entries(fs, path):
-        if sub.is_dir and not private(sub.base_name):
-            found += _folders(fs, sub.path)
+    for name in sorted(n for n in subs if not private(n)):
+        found += _folders(fs, subs[name])
     return found
 
 
@@ -225,8 +246,8 @@ def read_table(uri: str, columns: list[str] | None = None, *, kind: Kind = ROWS)
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.File:
             folders = [Folder(path.rsplit("/", 1)[0], [Entry(path, "", False)], [])]
-        else:
-            folders = _folders(fs, path) if info.type == pafs.FileType.Directory else []
+        else:  # a sweep with rows in its log only may have no table folder yet
+            folders = _folders(fs, path)
     except OSError as err:
         raise SweeperError(f"{uri}: cannot read result rows: {first_line(err)}") from None
     extra = [c for c in _checked(kind) if columns is not None and c not in columns]
@@ -410,8 +431,10 @@ def read_row(sweep_uri: str, trial_id: str) -> dict[str, Any] | None:
     """One trial's row, or None when it has none yet: the log's, else the table's (else an
     older layout's file of the trial)."""
     fs, path = location(sweep_uri)
-    for final in (f"{path}/{LOG_DIR}/{trial_id}.parquet", f"{path}/{trial_id}.parquet"):
-        row = None if linked(fs, path, final) else read_one(fs, final, SCHEMA)
+    state = state_dir(path)
+    for root, final in ((state, f"{state}/{LOG_DIR}/{trial_id}.parquet"),
+                        (path, f"{path}/{trial_id}.parquet")):  # fmt: skip
+        row = None if linked(fs, root, final) else read_one(fs, final, SCHEMA)
         if row is not None:
             return row
     return read_keyed(fs, f"{path}/{TABLE_FILE}", pc.field("trial_id") == trial_id, SCHEMA)

@@ -18,6 +18,7 @@ import uuid
 
 import pyarrow.fs as pafs
 
+from sweeper.results.layout import state_dir
 from sweeper.results.rows import location, write_atomic
 
 # .<name>.<8 hex>.tmp (write_atomic), .<name>.<pid>.tmp (checkpoints), .<32 hex>.tmp and
@@ -27,10 +28,19 @@ log = logging.getLogger(__name__)
 
 
 def stale_temps(sweep_uri: str, older_than: float, now: float | None = None) -> list[str]:
-    """Paths of sweeper's temporary files under a sweep folder not modified for `older_than`
-    seconds (symbolic links, and what they point to, are skipped)."""
-    fs, base = location(sweep_uri)
+    """Paths of sweeper's temporary files under a sweep's folder and its state folder
+    (sweeper.results.layout) not modified for `older_than` seconds (symbolic links, and what
+    they point to, are skipped)."""
     cutoff = (now if now is not None else time.time()) - older_than
+    found = []
+    for uri in (sweep_uri, state_dir(sweep_uri)):
+        found += [path for path, mtime in _temps(uri) if mtime < cutoff]
+    return sorted(found)
+
+
+def _temps(uri: str) -> list[tuple[str, float]]:
+    """(path, mtime) of every sweeper temporary file under `uri`."""
+    fs, base = location(uri)
     if isinstance(fs, pafs.LocalFileSystem):
         stamped = []
         for folder, _, files in os.walk(base, followlinks=False):
@@ -45,7 +55,7 @@ def stale_temps(sweep_uri: str, older_than: float, now: float | None = None) -> 
         selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
         stamped = [(i.path, (i.mtime_ns or 0) / 1e9) for i in fs.get_file_info(selector)
                    if i.type == pafs.FileType.File and TEMP_NAME.match(i.base_name)]  # fmt: skip
-    return sorted(path for path, mtime in stamped if mtime < cutoff)
+    return stamped
 
 
 def remove_stale_temps(sweep_uri: str, older_than: float) -> list[str]:

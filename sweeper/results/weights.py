@@ -1,11 +1,12 @@
 """Trained networks in the results store, next to their rows.
 
-    RESULTS/<sweep>/_weights/<trial_id>/final.pt    the weights at the end of training
-    RESULTS/<sweep>/_weights/<trial_id>/best.pt     the best epoch's (eval.checkpoint: best)
+    RESULTS/_state/<sweep>/_weights/<trial_id>/final.pt  the weights at the end of training
+    RESULTS/_state/<sweep>/_weights/<trial_id>/best.pt   the best epoch's (eval.checkpoint: best)
 
 Each file is a plain state dict of CPU tensors (`torch.load(path, weights_only=True)`).
 A row's `weights` column names the file its metrics were measured on, relative to the
-folder holding the row, so a sweep folder can be copied or moved as a whole. The files
+sweep's state folder (sweeper.results.layout), so a sweep's two folders can be copied or
+moved together. The files
 are stored before the row is written: a row never names a file that is not there.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import SweeperError
+from sweeper.results.layout import state_dir
 from sweeper.results.rows import location, write_atomic
 
 WEIGHTS_DIR = "_weights"
@@ -23,10 +25,10 @@ WEIGHTS_DIR = "_weights"
 
 def store_weights(sweep_uri: str, trial_id: str, evaluated: str | Path) -> str:
     """Copy every weights file in the local folder of `evaluated` to
-    <sweep>/_weights/<trial_id>/ and return the path of `evaluated` there, relative to the
-    sweep folder (the value of the row's `weights` column)."""
+    <state folder>/_weights/<trial_id>/ and return the path of `evaluated` there, relative
+    to the state folder (the value of the row's `weights` column)."""
     source = Path(evaluated)
-    fs, base = location(sweep_uri)
+    fs, base = location(state_dir(sweep_uri))
     for file in sorted(source.parent.glob("*.pt")):
         data = file.read_bytes()
         write_atomic(fs, f"{base}/{WEIGHTS_DIR}/{trial_id}/{file.name}",
@@ -39,7 +41,7 @@ def stored_weights(sweep_uri: str, trial_id: str, checkpoint: str) -> str | None
     when stored, else final.pt); None when the store holds none for it."""
     import pyarrow.fs as pafs
 
-    fs, base = location(sweep_uri)
+    fs, base = location(state_dir(sweep_uri))
     for name in ("best.pt", "final.pt") if checkpoint == "best" else ("final.pt",):
         relative = f"{WEIGHTS_DIR}/{trial_id}/{name}"
         try:
@@ -51,10 +53,10 @@ def stored_weights(sweep_uri: str, trial_id: str, checkpoint: str) -> str | None
 
 
 def weights_uri(sweep_uri: str, relative: str) -> str:
-    """Where a row's `weights` value points, below the folder holding the row."""
+    """Where a row's `weights` value points, below the sweep's state folder."""
     if relative.startswith("/") or "://" in relative or ".." in relative.split("/"):
         return relative  # written by hand or by `sweeper trial`: taken as it is
-    return f"{sweep_uri.rstrip('/')}/{relative}"
+    return f"{state_dir(sweep_uri)}/{relative}"
 
 
 def load_weights(sweep_uri: str, relative: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """A trial's per-epoch checkpoints in the store: restore the newest, set damaged ones aside,
 drop them once a run has finished.
 
-Ray Tune uploads each epoch's checkpoint to RESULTS/<sweep>/_ray/<run>/<trial_id>/checkpoint_N/.
+Ray Tune uploads each epoch's checkpoint to
+RESULTS/_state/<sweep>/_ray/<run>/<trial_id>/checkpoint_N/.
 Within a run, a retried trial gets its last one from `tune.get_checkpoint()`; a trial that was
 running when its driver died goes on, in the next run, from the newest one that run left. A
 copy cut short by a kill holds a truncated `last.pt`: it is renamed `damaged_checkpoint_N`
@@ -77,7 +78,7 @@ def previous_checkpoint(sweep_uri: str, trial_id: str, into: str) -> tuple[Any, 
 
     Finished runs delete their checkpoints, so only an interrupted run leaves one.
     """
-    fs, base = results.location(sweep_uri)
+    fs, base = results.location(results.state_dir(sweep_uri))
     found = []
     try:
         for run in _folders(fs, f"{base}/_ray"):
@@ -101,7 +102,7 @@ def drop_other_runs(sweep_uri: str, trial_id: str, current_run: str) -> None:
 
     Nothing accumulates, and a rerun of a failed trial starts from scratch, as it would
     after a run that ended normally."""
-    fs, base = results.location(sweep_uri)
+    fs, base = results.location(results.state_dir(sweep_uri))
     try:
         for run in _folders(fs, f"{base}/_ray"):
             if run.base_name != current_run:
@@ -116,7 +117,7 @@ def drop_finished(sweep_uri: str, finished: set[str]) -> None:
     A trial that ended during a run later interrupted (Ctrl+C, a time limit) keeps the
     checkpoints of that run, and no later run would touch them again. One listing per
     earlier run (Ray Train's `train/` folder included)."""
-    fs, base = results.location(sweep_uri)
+    fs, base = results.location(results.state_dir(sweep_uri))
     try:
         for run in _folders(fs, f"{base}/_ray"):
             for trial in _folders(fs, run.path):

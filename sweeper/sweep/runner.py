@@ -7,7 +7,7 @@ Per-epoch checkpoints go through `tune.report` so that FailureConfig retries a
 preempted trial from its last epoch. Rows land in the sweep's row log; the driver folds the
 log into the sweep's table (`results.compact`) at the start of a run (healing one that was
 killed), as trials end, and at the end. Ray's own experiment files live in
-RESULTS/<sweep>/_ray/<run-name>/ (readers skip `_` names). Around the run: one driver per
+RESULTS/_state/<sweep>/_ray/<run-name>/. Around the run: one driver per
 sweep (`sweeper.results.Lease`), a shared-storage check on multi-node clusters
 (`sweeper.sweep.storage`), and the run's outcome (failed trials, trials left unfinished by
 Ctrl+C) from the progress callback, for the CLI's exit code.
@@ -176,7 +176,7 @@ def _reporters(config: TrialConfig, workdir: str, *, sweep_uri: str, space: Sear
             tune.report({**_numbers(record), search.metric: metric, **note},
                         checkpoint=checkpoint)  # fmt: skip
         except (OSError, RuntimeError) as err:
-            raise storage_error(err, f"{sweep_uri}/_ray") or err from None
+            raise storage_error(err, f"{results.state_dir(sweep_uri)}/_ray") or err from None
 
     def on_ready() -> None:  # a multi-worker trial's workers all run (sweep.admission)
         tune.report({search.metric: worst, workers.WORKERS_READY: config.runtime.workers})
@@ -538,7 +538,7 @@ def _fit(plan: Plan, options: RunOptions, trial_fn: TrialFn | None, *,
 def _tune_storage(plan: Plan) -> tuple[Any, str, dict[str, Any]]:
     """Where Tune keeps its experiment files (the sweep's _ray/ folder, created here):
     (filesystem, base path, RunConfig's storage arguments)."""
-    fs, base = results.location(plan.sweep_uri)
+    fs, base = results.location(results.state_dir(plan.sweep_uri))
     try:
         fs.create_dir(f"{base}/_ray", recursive=True)
     except OSError as err:  # e.g. --results names a file, or a read-only location

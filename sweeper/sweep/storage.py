@@ -33,10 +33,10 @@ PROBE_TIMEOUT_S = 180.0  # a loaded node may need a while to start a worker proc
 
 def _write_probe(sweep_uri: str, node_id: str, token: str,
                  data: tuple[list, str] | None = None) -> tuple[str, str | None]:  # fmt: skip
-    """On one node: write `<sweep>/_ray/_probe/<node_id>-<token>`; return this host's name
+    """On one node: write `<state folder>/_ray/_probe/<node_id>-<token>`; return this host's name
     and, when `data` (needs, the driver's default folder) is given, the line saying which
     dataset this node cannot read (None: all there)."""
-    fs, base = results.location(sweep_uri)
+    fs, base = results.location(results.state_dir(sweep_uri))
     fs.create_dir(f"{base}/_ray/_probe", recursive=True)
     with fs.open_output_stream(f"{base}/_ray/_probe/{node_id}-{token}") as stream:
         stream.write(token.encode())
@@ -72,7 +72,7 @@ def check_shared_store(sweep_uri: str, *, timeout: float = PROBE_TIMEOUT_S,
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:
         return
-    fs, base = results.location(sweep_uri)
+    fs, base = results.location(results.state_dir(sweep_uri))
     token = uuid.uuid4().hex[:12]
     probe = ray.remote(_write_probe)
     refs = {

@@ -61,11 +61,12 @@ def _shown(value: Any) -> str | int | float | bool:
 
 
 def default_log_uri(plan: Plan) -> str:
-    """MLflow's file store in the sweep's folder (`_mlflow`, skipped by row readers) when the
+    """MLflow's file store in the sweep's state folder (`_mlflow`, beside `_rows/`) when the
     sweep is local; ./mlruns for a sweep in object storage."""
     if "://" in plan.sweep_uri and not plan.sweep_uri.startswith("file://"):
         return os.path.abspath("mlruns")
-    return os.path.abspath(os.path.join(plan.sweep_uri.removeprefix("file://"), "_mlflow"))
+    local = plan.sweep_uri.removeprefix("file://")
+    return os.path.abspath(os.path.join(results.state_dir(local), "_mlflow"))
 
 
 def tracker_callbacks(plan: Plan, options: RunOptions) -> list[Any]:
@@ -145,7 +146,7 @@ def _mlflow(plan: Plan, options: RunOptions) -> Any:
 
 def _wandb(plan: Plan, options: RunOptions) -> Any:
     """W&B's callback; WANDB_MODE=offline keeps runs on disk: in `--log-uri`/wandb/, else
-    in each trial's Tune folder (RESULTS/<sweep>/_ray/<run>/<trial_id>/wandb/)."""
+    in each trial's Tune folder (RESULTS/_state/<sweep>/_ray/<run>/<trial_id>/wandb/)."""
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     class WandbCallback(_Flattened, WandbLoggerCallback):
@@ -165,7 +166,7 @@ def _wandb(plan: Plan, options: RunOptions) -> Any:
 
 def _tensorboard(plan: Plan, options: RunOptions) -> Any:
     """TensorBoard event files with an hparams entry per trial, in Tune's trial folders
-    (RESULTS/<sweep>/_ray/<run>/<trial_id>/)."""
+    (RESULTS/_state/<sweep>/_ray/<run>/<trial_id>/)."""
     from ray.tune.logger import TBXLoggerCallback
 
     class TensorBoardCallback(_Flattened, TBXLoggerCallback):

@@ -16,9 +16,10 @@ thread while `fit()` runs in another.
 
 Checkpoints: rank 0 writes `last.pt` every epoch; every rank resumes from it, whatever the
 worker count that wrote it (the state is the same on all workers). In a sweep, Ray Train
-persists it to RESULTS/<sweep>/_ray/train/<trial_id>/checkpoint_<epoch>/ (Ray restores it
-itself when a worker is lost; a later run finds it as it finds Tune's checkpoints). A trial
-started from an earlier run's checkpoint gets its bytes through the object store, once. With
+persists it to RESULTS/_state/<sweep>/_ray/train/<trial_id>/checkpoint_<epoch>/ (Ray
+restores it itself when a worker is lost; a later run finds it as it finds Tune's
+checkpoints). A trial started from an earlier run's checkpoint gets its bytes through the
+object store, once. With
 `checkpoint_dir` (`sweeper trial`, one machine) every worker reads and rank 0 writes that folder.
 
 Failures: an exception on a worker ends the run (Ray Train stops the others, which would
@@ -48,21 +49,22 @@ WORKERS_READY = "workers_ready"  # a driver report's key: all workers of the tri
 # CPU (even 0.01 CPU would leave 1.99 of 2 CPUs, too few for two 1-CPU workers); Tune needs
 # a non-empty request, so 1 MiB of Ray's memory resource.
 DRIVER_RESOURCES = {"memory": 2**20}
-TRAIN_DIR = "train"  # RESULTS/<sweep>/_ray/train/<trial_id>/checkpoint_*
+TRAIN_DIR = "train"  # RESULTS/_state/<sweep>/_ray/train/<trial_id>/checkpoint_*
 INTO_SWEEP = "sweep"  # run_on_workers(weights=...): rank 0 stores them in the sweep's store
 _EPOCH, _ROW = "epoch_record", "row"
 
 
 def train_checkpoints(sweep_uri: str, trial_id: str) -> str:
     """Where Ray Train keeps a sweep trial's checkpoints (a pyarrow path)."""
-    return f"{results.location(sweep_uri)[1]}/_ray/{TRAIN_DIR}/{trial_id}"
+    state = results.location(results.state_dir(sweep_uri))[1]
+    return f"{state}/_ray/{TRAIN_DIR}/{trial_id}"
 
 
 def drop_train_checkpoints(sweep_uri: str, trial_id: str) -> None:
     """The trial's row is written: its worker checkpoints have served their purpose."""
     from sweeper.results.listing import delete_dir
 
-    fs, base = results.location(sweep_uri)
+    fs, base = results.location(results.state_dir(sweep_uri))
     try:  # never through a link out of the store
         delete_dir(fs, base, train_checkpoints(sweep_uri, trial_id))
     except (FileNotFoundError, OSError):
