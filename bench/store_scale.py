@@ -9,7 +9,9 @@ fsync included, and the compactions a run would make meanwhile), `compactions`,
 `pandas_peak_mib` (`pd.read_parquet(RESULTS/<sweep>)` in a fresh process: its time, and
 the process's peak RSS, VmHWM, interpreter and imports included; Linux), `sweeper_read_s`,
 `status_s` (the `sweeper status --json` command in a process that imported sweeper already) and
-`status_cmd_s` (the whole command, interpreter start and imports, torch's included).
+`status_cmd_s` (the whole command, interpreter start and imports, torch's included),
+`polars_read_s` (`polars.read_parquet(RESULTS/<sweep>)`, no options) and `duckdb_read_s`
+(`read_parquet('RESULTS/<sweep>/*.parquet')`), each asserted to return every row once.
 Targets at 20,000 rows (issue 19): pandas < 1 s and < 1 GiB peak, `sweeper status` < 2 s.
 """
 
@@ -100,6 +102,8 @@ def measure(n: int, out: Path) -> dict[str, Any]:
     status_cmd_s = time.perf_counter() - t0
     code, status_s = status.stdout.split()
     assert int(code) == 0 and ours == n == int(rows_read), (code, ours, rows_read)
+    others = _other_readers(sweep)
+    assert all(got == n for got, _ in others.values()), others
     return {
         "rows": n, "rows_read": int(rows_read), "write_s": round(write_s, 2),
         "compactions": compactions, "final_compact_s": round(final_compact_s, 3),
@@ -107,7 +111,30 @@ def measure(n: int, out: Path) -> dict[str, Any]:
         "pandas_read_s": round(float(pandas_s), 3), "pandas_peak_mib": round(float(peak), 1),
         "sweeper_read_s": round(sweeper_read_s, 3), "status_s": round(float(status_s), 3),
         "status_cmd_s": round(status_cmd_s, 2),
+        **{f"{name}_read_s": round(seconds, 3) for name, (_, seconds) in others.items()},
     }  # fmt: skip
+
+
+def _other_readers(sweep: Path) -> dict[str, tuple[int, float]]:
+    """Rows and seconds of polars (the folder, no options) and duckdb (the folder's glob),
+    where they are installed (the test extra has both)."""
+    readers = {}
+    try:
+        import polars as pl
+
+        t0 = time.perf_counter()
+        readers["polars"] = (pl.read_parquet(str(sweep)).height, time.perf_counter() - t0)
+    except ImportError:
+        pass
+    try:
+        import duckdb
+
+        t0 = time.perf_counter()
+        got = duckdb.sql(f"SELECT count(*) FROM read_parquet('{sweep}/*.parquet')").fetchall()[0]
+        readers["duckdb"] = (got[0], time.perf_counter() - t0)
+    except ImportError:
+        pass
+    return readers
 
 
 def main() -> None:
