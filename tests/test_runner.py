@@ -150,7 +150,7 @@ def test_a_killed_driver_resumes_without_running_anything_twice(tmp_path: Path) 
     with marked_env() as env:  # Ray's agents outlive a SIGKILLed driver: ended on exit
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)  # fmt: skip
-        kill_when(first, lambda: bool(results.status_by_id(str(out / "kill"))), timeout_s=300,
+        kill_when(first, lambda: bool(results.status_by_id(str(out / "kill"))), timeout_s=1200,
                   waiting_for="a row")  # fmt: skip
         assert len(results.status_by_id(str(out / "kill"))) < 6  # killed mid-sweep
         # killed mid-run (maybe mid-compaction): the table's folder holds its table only

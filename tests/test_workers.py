@@ -205,7 +205,7 @@ def test_a_killed_two_worker_trial_resumes_from_its_last_epoch(
     with marked_env() as env:  # Ray's processes outlive a SIGKILLed driver: ended on exit
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)  # fmt: skip
-        kill_when(first, (kept / "checkpoint_000002" / "last.pt").exists, timeout_s=300,
+        kill_when(first, (kept / "checkpoint_000002" / "last.pt").exists, timeout_s=1200,
                   waiting_for="a second checkpoint")  # fmt: skip
     last = checkpoint_folders(kept)[-1]  # the newest; uploads are atomic, none is partial
     left = torch.load(last / "last.pt", weights_only=True)
