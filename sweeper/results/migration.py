@@ -14,7 +14,6 @@ lock: a live one refuses the move, a stale one is removed.
 
 from __future__ import annotations
 
-import os
 import time
 
 import pyarrow.fs as pafs
@@ -22,7 +21,7 @@ import pyarrow.fs as pafs
 from sweeper.errors import SweeperError
 from sweeper.results.layout import OLD_STATE_NAMES, state_dir
 from sweeper.results.lease import Lease, LeaseHeld
-from sweeper.results.listing import entries
+from sweeper.results.listing import delete_dir, entries
 from sweeper.results.rows import crash_point, location
 
 EVAL_NAME = "_eval"
@@ -71,12 +70,17 @@ def _move_state(fs: pafs.FileSystem, table: str, state: str) -> list[str]:
     return moved
 
 
+def _delete_tree(fs: pafs.FileSystem, path: str) -> None:
+    """Remove a folder left empty by the moves (or a stale lease's), never through a link."""
+    delete_dir(fs, path.rpartition("/")[0], path)
+
+
 def _move(fs: pafs.FileSystem, source: str, target: str, is_dir: bool) -> None:
     """Rename `source` to `target`; into an existing folder, entry by entry. A file that
     lies in both places is refused, naming both: which one holds the data is not ours to
     guess."""
     found = fs.get_file_info(target).type
-    if found == pafs.FileType.NotFound and (is_dir is False or _local(fs)):
+    if found == pafs.FileType.NotFound and (not is_dir or isinstance(fs, pafs.LocalFileSystem)):
         fs.create_dir(target.rpartition("/")[0], recursive=True)
         fs.move(source, target)
         crash_point("state-moved")
@@ -87,21 +91,3 @@ def _move(fs: pafs.FileSystem, source: str, target: str, is_dir: bool) -> None:
     for entry in entries(fs, source):
         _move(fs, entry.path, f"{target}/{entry.base_name}", entry.is_dir)
     _delete_tree(fs, source)
-
-
-def _local(fs: pafs.FileSystem) -> bool:
-    return isinstance(fs, pafs.LocalFileSystem)
-
-
-def _delete_tree(fs: pafs.FileSystem, path: str) -> None:
-    """Remove a folder left empty by the moves (or a stale lease's), never through a link."""
-    if _local(fs):
-        for folder, dirs, files in os.walk(path, topdown=False):
-            for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-                os.unlink(os.path.join(folder, name))
-            for name in dirs:
-                if not os.path.islink(os.path.join(folder, name)):
-                    os.rmdir(os.path.join(folder, name))
-        os.rmdir(path)
-    else:
-        fs.delete_dir(path)
