@@ -9,8 +9,8 @@ driver folds the log into the table (`sweeper.results.compact`). Plain readers
 (`pandas.read_parquet("results/<sweep>")`, pyarrow.dataset, polars, duckdb on `*.parquet`)
 see the table only: it is the only file in its folder (sweeper.results.layout). `read_table`
 here reads the table and the log, a log row replacing the table's row of the same trial (a
-rerun of a failed trial, or a compaction killed before it cleared the log). Every file is written under a dot-name and renamed over
-its final name, so no reader sees half a file.
+rerun of a failed trial, or a compaction killed before it cleared the log). Every file is
+written under a dot-name and renamed over its final name, so no reader sees half a file.
 """
 
 from __future__ import annotations
