@@ -21,6 +21,15 @@ import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
+# Ray Train's controller collects a report from its workers every 2 s, and a worker's second
+# report waits for the first to be collected: epochs of the tests' tiny trials (0.15 s) took
+# 2 s each on two workers (measured). Real epochs take longer than 2 s and never wait.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# Ray starts its workers (every trial) at nice 15, so that its own servers stay responsive.
+# Beside two CPU burners at nice 0 such a worker gets about 2% of a core: a test of six
+# trials that takes 14 s on a quiet machine ran past 10 minutes (measured; 26 s at nice 0).
+# The suite must pass on a loaded machine, not on one that starves the code under test.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 # fixtures that start Ray: a test using one (autouse ones included) is a Ray test
