@@ -246,3 +246,19 @@ def test_the_length_rule_counts_and_excuses_as_it_says() -> None:
     assert long_functions(f"# long:\ndef f():\n{body}    x = 1\n") == [(2, "f", 61)]  # no reason
     nested = "class C:\n    def m(self):\n" + body.replace("    ", "        ") + "        y = 1\n"
     assert long_functions(nested) == [(2, "m", 61)]
+
+
+def test_every_lane_entry_in_conftest_names_a_test_that_exists() -> None:
+    """RAY_TESTS and SLOW_TESTS match by name: an entry left behind by a renamed test would
+    silently put its successor in the quick lane."""
+    from conftest import RAY_TESTS, SLOW_TESTS
+
+    tests = Path(__file__).parent
+    for entry in sorted(RAY_TESTS | SLOW_TESTS):
+        file, _, prefix = entry.partition("::")
+        assert (tests / file).is_file(), f"{entry}: no such test file"
+        if prefix:
+            names = {n.name for n in ast.walk(ast.parse((tests / file).read_text()))
+                     if isinstance(n, ast.FunctionDef)}  # fmt: skip
+            base = prefix.split("[")[0]
+            assert any(n.startswith(base) for n in names), f"{entry}: no test of that name"
