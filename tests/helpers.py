@@ -120,7 +120,8 @@ def kill_when(process: subprocess.Popen, ready: Callable[[], bool], *, timeout_s
               waiting_for: str) -> None:  # fmt: skip
     """SIGKILL `process` as soon as ready() holds (polled every 50 ms). `timeout_s` only
     guards against a hang: beside two CPU burners, with the suite's second process busy, a
-    two-worker trial took over 300 s to reach its second epoch (2026-12-06)."""
+    two-worker trial took over 300 s to reach its second epoch (2026-12-06, its workers at
+    Ray's nice 15; conftest now starts them at 0)."""
     deadline = time.monotonic() + timeout_s
     while not ready():
         assert process.poll() is None, f"the driver ended before {waiting_for}"
