@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import marked_env, tiny_space
+from helpers import checkpoint_folders, marked_env, tiny_space
 
 from sweeper import results
 
@@ -136,7 +136,7 @@ def test_sigterm_exits_143_releases_the_lease_and_a_rerun_finishes(tmp_path: Pat
         driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
                                   start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 600
-        while not list(ray_dir.glob("run-*/*/checkpoint_*")):  # an epoch's
+        while not checkpoint_folders(ray_dir, "run-*/*/checkpoint_*"):  # an epoch's
             assert driver.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.1)
@@ -153,7 +153,7 @@ def test_sigterm_exits_143_releases_the_lease_and_a_rerun_finishes(tmp_path: Pat
         ), text[-3000:]
         assert "SIGTERM received" not in text and "Traceback" not in text, text[-3000:]
         assert results.Lease(str(out / "cli")).current()[1] is None  # released
-        assert list(ray_dir.glob("run-*/*/checkpoint_*"))  # kept to resume
+        assert checkpoint_folders(ray_dir, "run-*/*/checkpoint_*")  # kept to resume
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"cli: {left} trial(s) to run" in again.stderr, again.stderr[-3000:]

@@ -104,17 +104,9 @@ def load(path: str | Path) -> pd.DataFrame:
     (sweeper.results also reads s3:// and other pyarrow URIs). Names starting with _ or .
     (checkpoints, files being written) are skipped."""
     from sweeper.errors import SweeperError
+    from sweeper.results import read
 
-    try:
-        from sweeper.results import read
-    except ImportError:  # an older checkout: plain pandas does the same for local folders
-        read = None
-    if read is not None:
-        rows = read(str(path))
-    elif Path(path).exists():
-        rows = pd.read_parquet(path)
-    else:
-        rows = pd.DataFrame()
+    rows = read(str(path))
     if rows.empty:
         raise SweeperError(f"{path}: no result rows (*.parquet) there or below")
     return rows

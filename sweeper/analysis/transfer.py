@@ -36,15 +36,6 @@ THREAT_METRICS = {
 _EVAL_FILLED = ("aa_acc", "pgd_acc", "l2_aa_acc", "l2_pgd_acc", "corruption_acc")
 
 
-def rank_correlations(*args: Any, **kwargs: Any) -> dict[str, tuple[float, float, float]]:
-    """`sweeper fidelity`'s rank correlations with bootstrap CIs, wherever that module lives."""
-    try:
-        from sweeper.economics.fidelity import rank_correlations as impl
-    except ImportError:
-        from sweeper.analysis.fidelity import rank_correlations as impl
-    return impl(*args, **kwargs)
-
-
 @dataclass
 class Transfer:
     study: str
@@ -126,6 +117,8 @@ def transfer(
     networks = per_net.rename(columns={metrics[0]: "source", metrics[1]: "target"})
     if len(networks) < 3:
         raise SweeperError(f"{len(networks)} networks: a ranking needs at least 3")
+    from sweeper.analysis.fidelity import rank_correlations  # its imports: only when needed
+
     corr = rank_correlations(networks["source"].to_numpy(), networks["target"].to_numpy(),
                              resamples=resamples, seed=seed)  # fmt: skip
     named = rows["study"].dropna() if "study" in rows else pd.Series(dtype=object)
